@@ -1,0 +1,115 @@
+"""Text -> token ids -> (x, y) training windows, where y is x shifted left by one token."""
+
+import hashlib
+import os
+import urllib.request
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from gptbook.tokenizer import encode
+
+VERDICT_URL = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt"
+VERDICT_SHA256 = "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f"
+
+
+def find_verdict(path="the-verdict.txt", download: bool = True) -> Path:
+    """Path to the-verdict.txt: `path` if it exists, else downloaded there; sha256-checked either way."""
+    path = Path(path)
+    if not path.exists():
+        if not download:
+            raise FileNotFoundError(f"{path} not found (and download=False)")
+        try:
+            with urllib.request.urlopen(VERDICT_URL, timeout=30) as r:
+                body = r.read()
+        except OSError as e:
+            raise FileNotFoundError(f"{path} not found and the download from {VERDICT_URL} failed: {e}") from None
+        if hashlib.sha256(body).hexdigest() != VERDICT_SHA256:
+            raise ValueError(f"download from {VERDICT_URL} does not match the expected sha256")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(body)
+        os.replace(tmp, path)  # atomic: never a half-written corpus
+    if hashlib.sha256(path.read_bytes()).hexdigest() != VERDICT_SHA256:
+        raise ValueError(f"{path} does not match the sha256 of the-verdict.txt")
+    return path
+
+
+def load_text(path) -> str:
+    """Read a UTF-8 text file, with one-line errors for missing, binary or empty files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"data file is not UTF-8 text: {path}") from None
+    if not text.strip():
+        raise ValueError(f"data file is empty: {path}")
+    return text
+
+
+def load_tokens(path) -> torch.Tensor:
+    """A text file as a 1-D LongTensor of GPT-2 token ids."""
+    return torch.tensor(encode(load_text(path)), dtype=torch.long)
+
+
+def train_val_split(ids: torch.Tensor, train_frac: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """First `train_frac` of the tokens for training, the rest for validation (no shuffling: no leakage)."""
+    n = int(train_frac * len(ids))
+    return ids[:n], ids[n:]
+
+
+def check_length(ids: torch.Tensor, block_size: int, what: str = "data") -> None:
+    """A window needs block_size + 1 tokens: block_size inputs plus one more target."""
+    if len(ids) < block_size + 1:
+        raise ValueError(
+            f"{what} has {len(ids)} tokens, fewer than block_size + 1 = {block_size + 1}; "
+            f"use a smaller block_size or more text"
+        )
+
+
+def num_windows(n_tokens: int, block_size: int, stride: int) -> int:
+    """How many windows of block_size + 1 tokens fit when each starts `stride` after the last."""
+    return max(0, (n_tokens - block_size - 1) // stride + 1)
+
+
+class WindowDataset(Dataset):
+    """Sliding windows over a token stream: item i is (ids[s:s+T], ids[s+1:s+T+1]) with s = i * stride."""
+
+    def __init__(self, ids: torch.Tensor, block_size: int, stride: int | None = None):
+        check_length(ids, block_size)
+        self.ids, self.block_size = ids, block_size
+        self.stride = stride or block_size  # default: non-overlapping windows
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+
+    def __len__(self):
+        return num_windows(len(self.ids), self.block_size, self.stride)
+
+    def __getitem__(self, i):
+        s = i * self.stride
+        chunk = self.ids[s : s + self.block_size + 1]
+        return chunk[:-1], chunk[1:]  # x, y: (T,), (T,)
+
+
+def make_loader(ids, block_size, batch_size, stride=None, shuffle=True, num_workers=0, seed=None, drop_last=True):
+    """A DataLoader of (x, y) batches, each (B, T); `seed` makes the shuffle order reproducible."""
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(
+        WindowDataset(ids, block_size, stride),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=g,
+    )
+
+
+def get_batch(ids: torch.Tensor, block_size: int, batch_size: int, generator=None, device="cpu"):
+    """B windows at random offsets: x, y each (B, T), y[:, t] is the token after x[:, t]."""
+    check_length(ids, block_size)
+    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([ids[s : s + block_size] for s in starts])
+    y = torch.stack([ids[s + 1 : s + block_size + 1] for s in starts])
+    return x.to(device), y.to(device)

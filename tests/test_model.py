@@ -1,0 +1,135 @@
+import math
+
+import pytest
+import torch
+
+from gptbook.model import GPT, GPTConfig
+
+SMALL = dict(vocab_size=50257, block_size=16, n_layer=2, n_head=4, n_embd=32)
+
+
+def pair(**kw):
+    """The same random weights under the explicit and the SDPA attention paths."""
+    a = GPT(GPTConfig(**SMALL, attn_impl="explicit", **kw)).eval()
+    b = GPT(GPTConfig(**SMALL, attn_impl="sdpa", **kw)).eval()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def test_shapes_and_loss_at_init_is_uniform():
+    model = GPT(GPTConfig(**SMALL))
+    idx = torch.randint(0, 50257, (4, 16))
+    targets = torch.randint(0, 50257, (4, 16))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (4, 16, 50257)
+    assert abs(loss.item() - math.log(50257)) < 0.2
+    logits, loss = model(idx[:, :5])
+    assert logits.shape == (4, 5, 50257) and loss is None
+
+
+def test_weight_tying_and_param_names_follow_gpt2():
+    model = GPT(GPTConfig(**SMALL))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    names = set(model.state_dict())
+    for n in [
+        "transformer.wte.weight",
+        "transformer.wpe.weight",
+        "transformer.h.1.attn.c_attn.weight",
+        "transformer.h.0.mlp.c_proj.bias",
+        "transformer.ln_f.weight",
+        "lm_head.weight",
+    ]:
+        assert n in names
+    assert not any("causal" in n or "cache" in n for n in names)  # buffers are not checkpoint state
+    counted = sum(p.numel() for p in model.parameters())
+    assert model.num_params() == counted
+    assert model.num_params(non_embedding=True) == counted - 50257 * 32 - 16 * 32
+
+
+def test_residual_projection_init_is_scaled():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=1000, block_size=16, n_layer=8, n_head=4, n_embd=256))
+    h0 = model.transformer.h[0]
+    assert abs(h0.attn.c_attn.weight.std().item() - 0.02) < 0.002
+    assert abs(h0.mlp.c_proj.weight.std().item() - 0.02 / math.sqrt(16)) < 0.0005
+    assert torch.count_nonzero(h0.attn.c_attn.bias) == 0
+
+
+@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+def test_explicit_and_sdpa_attention_agree(pos_emb):
+    a, b = pair(pos_emb=pos_emb)
+    idx = torch.randint(0, 50257, (3, 16))
+    torch.testing.assert_close(a(idx)[0], b(idx)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["explicit", "sdpa"])
+@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+def test_causality_future_tokens_do_not_change_the_past(impl, pos_emb):
+    model = GPT(GPTConfig(**SMALL, attn_impl=impl, pos_emb=pos_emb)).eval()
+    idx = torch.randint(0, 50257, (2, 16))
+    changed = idx.clone()
+    changed[:, 10:] = torch.randint(0, 50257, (2, 6))
+    before, after = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(before[:, :10], after[:, :10], atol=1e-6, rtol=0)
+    assert (before[:, 10:] - after[:, 10:]).abs().max() > 1e-3
+
+
+def test_too_long_input_is_an_error():
+    model = GPT(GPTConfig(**SMALL))
+    with pytest.raises(ValueError, match="longer than block_size 16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(n_embd=30, n_head=4), "divisible"),
+        (dict(n_layer=0), "n_layer"),
+        (dict(block_size=-1), "block_size"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(attn_impl="flash"), "attn_impl"),
+        (dict(pos_emb="alibi"), "pos_emb"),
+    ],
+)
+def test_bad_config_is_a_clear_error(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        GPTConfig(**{**SMALL, **kw})
+
+
+def test_kv_cache_forward_matches_full_forward():
+    for impl in ["explicit", "sdpa"]:
+        model = GPT(GPTConfig(**SMALL, attn_impl=impl)).eval()
+        idx = torch.randint(0, 50257, (2, 12))
+        full = model(idx)[0]
+        model.init_kv_cache(2)
+        first = model(idx[:, :7], pos=0, use_cache=True)[0]
+        rest = model(idx[:, 7:], pos=7, use_cache=True)[0]  # several new tokens after a cached prefix
+        model.free_kv_cache()
+        torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=1e-5, rtol=0)
+
+
+def test_attention_maps_are_causal_distributions():
+    model = GPT(GPTConfig(**SMALL)).eval()
+    att = model.attention_maps(torch.randint(0, 50257, (1, 9)))
+    assert att.shape == (2, 4, 9, 9)
+    torch.testing.assert_close(att.sum(-1), torch.ones(2, 4, 9))
+    assert torch.all(att.triu(1) == 0)
+    assert model.transformer.h[0].attn.attn_impl == "sdpa"  # restored
+
+
+def test_rope_has_no_position_table_and_is_relative():
+    model = GPT(GPTConfig(**SMALL, pos_emb="rope")).eval()
+    assert "transformer.wpe.weight" not in model.state_dict()
+    # with rotary positions, attention scores depend only on the distance between tokens
+    from gptbook.model import apply_rope, rope_tables
+
+    cos, sin = rope_tables(16, 8)
+    q, k = torch.randn(8), torch.randn(8)
+
+    def score(i, j):
+        qi = apply_rope(q.view(1, 1, 1, 8), cos[i : i + 1], sin[i : i + 1])
+        kj = apply_rope(k.view(1, 1, 1, 8), cos[j : j + 1], sin[j : j + 1])
+        return (qi * kj).sum().item()
+
+    assert score(5, 2) == pytest.approx(score(13, 10), abs=1e-5)
+    assert score(5, 2) != pytest.approx(score(5, 4), abs=1e-3)
