@@ -7,7 +7,6 @@ PY=${PY:-.venv/bin/python}
 for f in "$@"; do
   md="${f%.*}.md"; nb="${f%.*}.ipynb"
   "$PY" -m jupytext --quiet --to ipynb --update -o "$nb" "$md" 2>/dev/null || "$PY" -m jupytext --quiet --to ipynb -o "$nb" "$md"
-  (cd "$(dirname "$nb")" && "../$PY" -m jupyter nbconvert --log-level=WARN --to notebook --execute --inplace \
-    --ExecutePreprocessor.timeout=600 "$(basename "$nb")")
+  (cd "$(dirname "$nb")" && "../$PY" -m jupyter execute --inplace --timeout=600 "$(basename "$nb")")
   "$PY" -m jupytext --quiet --sync "$nb"
 done
