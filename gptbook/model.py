@@ -21,6 +21,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm, as GPT-2
     attn_impl: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) or "explicit" (the math, step by step)
     pos_emb: str = "learned"  # "learned" (GPT-2) or "rope" (rotary, no position table)
+    chunked_loss: bool = False  # fast path: LM head + cross-entropy in row chunks, (B*T, vocab) logits never stored
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -50,6 +51,48 @@ def apply_rope(x, cos, sin):
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return out.flatten(-2).type_as(x)
+
+
+class ChunkedLMHeadLoss(torch.autograd.Function):
+    """mean cross_entropy(h @ W^T, targets) computed chunk by chunk of rows.
+
+    Forward also works out the gradients, while each chunk's logits are at hand:
+    d loss / d logits = (softmax - onehot) / N, so grad_h = dlogits @ W and grad_W = dlogits^T @ h.
+    Backward then only scales them. The full (N, vocab) logits never exist, in forward or backward.
+    """
+
+    @staticmethod
+    @torch.autocast("cpu", enabled=False)
+    @torch.autocast("cuda", enabled=False)
+    def forward(ctx, h, weight, targets, chunk_size):  # float32 throughout, as cross_entropy under autocast
+        N = h.size(0)  # h (N, C), weight (V, C), targets (N,)
+        grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(h) if grad else None
+        grad_w = torch.zeros_like(weight) if grad else None
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for s in range(0, N, chunk_size):
+            hc, tc = h[s : s + chunk_size], targets[s : s + chunk_size]
+            logits = hc @ weight.t()  # (n, V)
+            lse = torch.logsumexp(logits, dim=-1)  # (n,)
+            total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            if grad:
+                dlogits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                dlogits[torch.arange(len(tc), device=tc.device), tc] -= 1.0
+                dlogits.div_(N)
+                torch.mm(dlogits, weight, out=grad_h[s : s + chunk_size])  # (n, C)
+                grad_w.addmm_(dlogits.t(), hc)  # (V, C)
+        ctx.save_for_backward(grad_h, grad_w)
+        return total / N
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None
+
+
+def chunked_cross_entropy(h, weight, targets, chunk_size: int = 128):
+    """Same value and gradients as F.cross_entropy(h @ weight.T, targets), without the (N, vocab) logits."""
+    return ChunkedLMHeadLoss.apply(h, weight, targets, chunk_size)
 
 
 class CausalSelfAttention(nn.Module):
@@ -175,7 +218,10 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx, targets=None, pos: int = 0, use_cache: bool = False):
-        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None); pos > 0 only with the KV cache."""
+        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None); pos > 0 only with the KV cache.
+
+        With config.chunked_loss and targets, logits are not computed: (None, loss).
+        """
         B, T = idx.size()
         if pos + T > self.config.block_size:
             raise ValueError(
@@ -189,6 +235,8 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, pos, use_cache)
         x = self.transformer.ln_f(x)
+        if targets is not None and self.config.chunked_loss:
+            return None, chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1))
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
         if targets is not None:

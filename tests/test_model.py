@@ -133,3 +133,42 @@ def test_rope_has_no_position_table_and_is_relative():
 
     assert score(5, 2) == pytest.approx(score(13, 10), abs=1e-5)
     assert score(5, 2) != pytest.approx(score(5, 4), abs=1e-3)
+
+
+def test_chunked_loss_equals_plain_loss_and_gradients():
+    from gptbook.model import chunked_cross_entropy
+
+    h = torch.randn(300, 16, requires_grad=True)  # 300 rows: chunks of 128, 128 and 44
+    w = (0.1 * torch.randn(1000, 16)).requires_grad_()
+    t = torch.randint(0, 1000, (300,))
+    plain = torch.nn.functional.cross_entropy(h @ w.t(), t)
+    gh, gw = torch.autograd.grad(plain * 3.0, (h, w))  # a non-unit upstream gradient
+    fast = chunked_cross_entropy(h, w, t)
+    fh, fw = torch.autograd.grad(fast * 3.0, (h, w))
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(fh, gh)
+    torch.testing.assert_close(fw, gw)
+    with torch.no_grad():  # evaluation: no gradient work, same value
+        torch.testing.assert_close(chunked_cross_entropy(h, w, t), plain.detach())
+
+
+def test_chunked_loss_model_trains_like_the_plain_one():
+    cfg = dict(SMALL, dropout=0.0)
+    plain = GPT(GPTConfig(**cfg))
+    fast = GPT(GPTConfig(**cfg, chunked_loss=True))
+    fast.load_state_dict(plain.state_dict())
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (plain, fast)]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x, y = torch.randint(0, 50257, (2, 2, 16), generator=g)
+        losses = []
+        for m, opt in zip((plain, fast), opts, strict=True):
+            logits, loss = m(x, y)
+            losses.append(loss.item())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert logits is None  # the fast path never builds logits
+    for p, q in zip(plain.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=0)
