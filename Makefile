@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NB_SANITIZE := notebooks/sanitize.cfg
 
-.PHONY: setup data test lint unit notebooks pairing book train clean
+.PHONY: setup data test lint unit notebooks pairing book book-check train clean
 
 setup: $(VENV)/.installed
 
@@ -30,8 +30,26 @@ notebooks: setup data
 pairing: setup
 	$(PY) tools/check_pairing.py
 
-# Everything CI checks: lint, unit tests, every notebook under strict nbval, the jupytext pairing.
-test: lint unit notebooks pairing
+# The book (Jupyter Book 1): executes the notebooks, then Sphinx with warnings as errors; offline.
+# jupyter-cache (_build/.jupyter_cache) re-executes only notebooks whose code changed; it keys on the notebooks'
+# code alone, so it is dropped whenever the package or the pins change (the stamp below): no stale figure.
+BOOK_CACHE := _build/.jupyter_cache
+
+book: setup data $(BOOK_CACHE).stamp
+	$(VENV)/bin/jupyter-book build --all -W -n --keep-going .
+	@echo "book: $(CURDIR)/_build/html/index.html"
+
+$(BOOK_CACHE).stamp: $(wildcard gptbook/*.py) requirements.txt requirements-dev.txt
+	rm -rf $(BOOK_CACHE)
+	mkdir -p $(@D) && touch $@
+
+# Every page of the built book in headless Chromium (tests/test_book.py); screenshots in _build/screenshots/.
+book-check: book
+	GPTBOOK_BOOK_TEST=1 $(PY) -m pytest -q tests/test_book.py
+
+# Everything CI checks: lint, unit tests, every notebook under strict nbval, the jupytext pairing, the book
+# (built with warnings as errors, then checked page by page in a browser).
+test: lint unit notebooks pairing book-check
 
 train: setup data
 	$(PY) -m gptbook.train --data the-verdict.txt --max_iters 30 --eval_interval 10 --eval_iters 5 \
