@@ -28,6 +28,8 @@ def top_k_filter(logits, k: int):
 
 def top_p_filter(logits, p: float):
     """Nucleus: keep the smallest set of most likely tokens whose probability reaches p (at least one)."""
+    if p >= 1.0:  # everything; a float32 cumsum can reach 1.0 before the last token and would drop some
+        return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
     probs = F.softmax(sorted_logits, dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one

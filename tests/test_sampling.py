@@ -101,8 +101,8 @@ def test_stop_at_endoftext(model):
     class AlwaysEOT(torch.nn.Module):
         config = model.config
 
-        def forward(self, idx, pos=0, use_cache=False):
-            logits = torch.zeros(idx.size(0), idx.size(1), 50257)
+        def forward(self, idx, pos=0, use_cache=False, last_only=False):
+            logits = torch.zeros(idx.size(0), 1 if last_only else idx.size(1), 50257)
             logits[..., 50256] = 10.0
             return logits, None
 
@@ -124,3 +124,8 @@ def test_generate_restores_training_mode(model):
     assert model.training
     model.eval()
     assert all(b.attn.cache_k is None for b in model.transformer.h)
+
+
+def test_top_p_one_keeps_everything_even_for_a_sharp_distribution():
+    logits = 3.0 * torch.randn(1, 50257, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(top_p_filter(logits, 1.0)).all()
