@@ -76,6 +76,8 @@ def generate(
 
     With the KV cache each step feeds only the newest token; once the context is full, the window slides and
     every step recomputes it from scratch, exactly as without the cache.
+    Each step asks the model for the last position's logits only (last_only=True): one row of the LM head
+    per sequence instead of one per position.
     """
     check_sampling_args(temperature, top_k, top_p, min_p, max_new_tokens)
     block_size = model.config.block_size
@@ -87,13 +89,13 @@ def generate(
     try:
         for _ in range(max_new_tokens):
             if not use_kv_cache:
-                logits, _ = model(idx[:, -block_size:])
+                logits, _ = model(idx[:, -block_size:], last_only=True)
             elif cached == 0 or cached >= block_size:  # (re)fill the cache with the whole window
                 ctx = idx[:, -block_size:]
-                logits, _ = model(ctx, pos=0, use_cache=True)
+                logits, _ = model(ctx, pos=0, use_cache=True, last_only=True)
                 cached = ctx.size(1)
             else:  # one new token at position `cached`
-                logits, _ = model(idx[:, -1:], pos=cached, use_cache=True)
+                logits, _ = model(idx[:, -1:], pos=cached, use_cache=True, last_only=True)
                 cached += 1
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, min_p, generator)  # (B, 1)
             idx = torch.cat((idx, nxt), dim=1)

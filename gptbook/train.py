@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from gptbook.data import check_length, get_batch, load_tokens, train_val_split
 from gptbook.model import GPT, GPTConfig
@@ -36,7 +36,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # to resume, these must match the checkpoint: they fix the shapes of the parameters
 MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "bias", "pos_emb")
 # choices about this run, not the training: on --resume they come from the command line, never from the checkpoint
-RUNTIME_KEYS = ("out_dir", "resume", "device", "dtype", "compile", "print_digest")
+RUNTIME_KEYS = ("out_dir", "resume", "device", "dtype", "compile", "chunked_loss", "print_digest")
 RUNTIME_KEYS += ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "min_p")
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -63,6 +63,7 @@ class TrainConfig:
     bias: bool = arg(True, "biases in Linear and LayerNorm layers, as in GPT-2")
     pos_emb: str = arg("learned", "position information: learned table (GPT-2) or rotary", choices=("learned", "rope"))
     attn_impl: str = arg("sdpa", "attention: fused SDPA kernel or the explicit math", choices=("sdpa", "explicit"))
+    chunked_loss: bool = arg(False, "faster, leaner: LM head + cross-entropy in chunks, no (B*T, vocab) logits")
     # optimisation
     batch_size: int = arg(4, "sequences per micro-batch (small: 2000 steps are already 55 passes over the data)")
     grad_accum_steps: int = arg(1, "micro-batches per optimizer step (tokens/step = batch x block x this x processes)")
@@ -130,6 +131,7 @@ def model_config(cfg: TrainConfig) -> GPTConfig:
         dropout=cfg.dropout,
         bias=cfg.bias,
         attn_impl=cfg.attn_impl,
+        chunked_loss=cfg.chunked_loss,
         pos_emb=cfg.pos_emb,
     )
 
@@ -336,7 +338,8 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
     if device_type == "cpu":
         keep_freed_memory()
     if model is not None:  # its shape wins; cfg keeps the rest (and records the shape in the checkpoint)
-        cfg = dataclasses.replace(cfg, **{k: getattr(model.config, k) for k in (*MODEL_KEYS, "dropout", "attn_impl")})
+        own = (*MODEL_KEYS, "dropout", "attn_impl", "chunked_loss")
+        cfg = dataclasses.replace(cfg, **{k: getattr(model.config, k) for k in own})
 
     train_ids, val_ids = train_val_split(load_tokens(cfg.data))
     check_length(train_ids, cfg.block_size, f"{cfg.data}: the training split (90%)")

@@ -257,9 +257,66 @@ def test_console_scripts_are_installed():
     assert r.returncode == 0 and "--max_new_tokens" in r.stdout
 
 
-def test_bench_train_prints_speed_and_memory(capsys):
-    args = ["train", "--steps=2", "--warmup=1", "--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16"]
-    assert bench.main([*args, "--batch_size=2"]) == 0
+# the benchmarks: each subcommand runs on a tiny setting and prints its table (speed is not tested)
+BENCH_TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=2"]
+
+
+def table_rows(out: str, first_column: str) -> dict:
+    """The printed table as {first cell: the line}, below the header row that starts with first_column."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(first_column))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("  ") or line.startswith("   ") or "  " not in line.strip():
+            break
+        rows[line.strip().split("  ")[0]] = line
+    return rows
+
+
+def test_bench_train_prints_the_side_by_side_table(capsys):
+    assert bench.main(["train", "--steps=1", "--warmup=1", "--no_rss", "--threads=1", *BENCH_TINY]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"[\d,]+ tokens/s \| [\d.]+ ms/step \(median of 2\) \| peak RSS \d+ MiB", out), out
+    rows = table_rows(out, "model")
+    assert {"gptbook", "gptbook --chunked_loss"} <= set(rows), out
+    for peer, how in (("HF transformers", "transformers"), ("LLMs-from-scratch", "llms_from_scratch")):
+        try:
+            __import__(how)
+            assert peer in rows, out
+        except ImportError:
+            assert f"note: {peer} is not installed" in out
+    assert re.search(r"gptbook --chunked_loss +[\d,]+ +\d+ +\d+ +[\d,]+ +[\d.]+ +\d+%", out), out
+    assert "float32 matmul:" in out
+
+
+def test_bench_train_measures_peak_memory_in_a_fresh_process(capsys):
+    assert bench.main(["train", "--steps=1", "--warmup=0", "--models=gptbook-fast", "--threads=1", *BENCH_TINY]) == 0
+    out = capsys.readouterr().out
+    row = table_rows(out, "model")["gptbook --chunked_loss"]
+    assert re.search(r"\d+% +[\d,]+ +[\d,]+ +-", row), out  # peak RSS and step MiB measured; no peer: no ratio
     one_error_line(capsys, bench.main(["train", "--steps=0"]), "--steps")
+    one_error_line(capsys, bench.main(["train", "--models=gpt4"]), "--models", "gpt4")
+
+
+def test_bench_generate_asserts_identical_tokens_and_prints_speed(capsys):
+    argv = ["generate", "--shapes=quick", "--new_tokens=3", "--rounds=1", "--threads=1"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out, "decoder")
+    assert {"gptbook, KV cache", "gptbook, no cache"} <= set(rows), out
+    assert "every decoder produced the same 3 greedy tokens" in out
+    assert re.search(r"gptbook, KV cache +[\d,.]+ +[\d.]+ +[\d.]+ ", out), out
+    one_error_line(capsys, bench.main(["generate", "--shapes=huge"]), "huge")
+
+
+def test_bench_book_times_notebooks_on_copies(capsys, tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint(os.getcwd())")])
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+    assert bench.main(["book", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out, "notebook")
+    assert set(rows) == {"tiny.ipynb", "total"}, out
+    assert path.read_bytes() == before  # run on a copy

@@ -135,21 +135,50 @@ def test_rope_has_no_position_table_and_is_relative():
     assert score(5, 2) != pytest.approx(score(5, 4), abs=1e-3)
 
 
-def test_chunked_loss_equals_plain_loss_and_gradients():
+@pytest.mark.parametrize("vocab,chunk", [(1000, 128), (1024, 512), (1000, 1)])  # padded rows or not; 3, 1, 300 chunks
+def test_chunked_loss_equals_plain_loss_and_gradients(vocab, chunk):
     from gptbook.model import chunked_cross_entropy
 
-    h = torch.randn(300, 16, requires_grad=True)  # 300 rows: chunks of 128, 128 and 44
-    w = (0.1 * torch.randn(1000, 16)).requires_grad_()
-    t = torch.randint(0, 1000, (300,))
+    h = torch.randn(300, 16, requires_grad=True)
+    w = (0.1 * torch.randn(vocab, 16)).requires_grad_()
+    t = torch.randint(0, vocab, (300,))
     plain = torch.nn.functional.cross_entropy(h @ w.t(), t)
     gh, gw = torch.autograd.grad(plain * 3.0, (h, w))  # a non-unit upstream gradient
-    fast = chunked_cross_entropy(h, w, t)
+    fast = chunked_cross_entropy(h, w, t, chunk_size=chunk)
     fh, fw = torch.autograd.grad(fast * 3.0, (h, w))
     torch.testing.assert_close(fast, plain)
     torch.testing.assert_close(fh, gh)
     torch.testing.assert_close(fw, gw)
     with torch.no_grad():  # evaluation: no gradient work, same value
-        torch.testing.assert_close(chunked_cross_entropy(h, w, t), plain.detach())
+        torch.testing.assert_close(chunked_cross_entropy(h, w, t, chunk_size=chunk), plain.detach())
+
+
+def test_chunked_loss_of_confident_and_hopeless_predictions():
+    """Huge logits: the log-sum-exp from the softmax's largest probability stays exact (no overflow, no log 0)."""
+    from gptbook.model import chunked_cross_entropy
+
+    h = torch.tensor([[30.0, 0.0], [-30.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    w = torch.tensor([[4.0, 0.0], [0.0, 1.0], [-4.0, 0.0]], requires_grad=True)  # logits up to +-120
+    t = torch.tensor([0, 0, 1])  # right and sure, wrong and sure (loss 240), uniform
+    plain = torch.nn.functional.cross_entropy(h @ w.t(), t)
+    fast = chunked_cross_entropy(h, w, t)
+    torch.testing.assert_close(fast, plain)
+    for a, b in zip(torch.autograd.grad(fast, (h, w)), torch.autograd.grad(plain, (h, w)), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_chunked_loss_under_bfloat16_autocast_matches_float32():
+    from gptbook.model import chunked_cross_entropy
+
+    h = torch.randn(40, 16, requires_grad=True)
+    w = (0.1 * torch.randn(100, 16)).requires_grad_()
+    t = torch.randint(0, 100, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = chunked_cross_entropy(h.bfloat16(), w, t)  # h as the bfloat16 blocks would give it
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, torch.nn.functional.cross_entropy(h.bfloat16().float() @ w.t(), t))
+    fast.backward()
+    assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
 
 
 def test_chunked_loss_model_trains_like_the_plain_one():
@@ -172,3 +201,27 @@ def test_chunked_loss_model_trains_like_the_plain_one():
     assert logits is None  # the fast path never builds logits
     for p, q in zip(plain.parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=0)
+
+
+def test_last_only_logits_are_the_last_row_of_the_full_logits():
+    model = GPT(GPTConfig(**SMALL)).eval()
+    idx = torch.randint(0, 50257, (3, 10))
+    full, last = model(idx)[0], model(idx, last_only=True)[0]
+    assert last.shape == (3, 1, 50257)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="last_only"):
+        model(idx, targets=idx, last_only=True)
+
+
+def test_cached_steps_use_a_transposed_lm_head_with_the_same_logits():
+    model = GPT(GPTConfig(**SMALL)).eval()
+    idx = torch.randint(0, 50257, (2, 9))
+    full = model(idx)[0]
+    model.init_kv_cache(2)
+    assert model.lm_head_t.shape == (32, 50257) and model.lm_head_t.is_contiguous()
+    first = model(idx[:, :8], pos=0, use_cache=True, last_only=True)[0]
+    step = model(idx[:, 8:], pos=8, use_cache=True)[0]  # one token: the query sees every cached key, no mask
+    model.free_kv_cache()
+    assert model.lm_head_t is None
+    torch.testing.assert_close(first, full[:, 7:8], atol=1e-5, rtol=0)
+    torch.testing.assert_close(step, full[:, 8:], atol=1e-5, rtol=0)

@@ -89,6 +89,21 @@ def test_kv_cache_generation_equals_uncached(model, prompt_len, kw):
     assert torch.equal(out[True], out[False])
 
 
+@pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=1.0, top_k=200)])
+def test_generate_equals_the_plain_loop(model, kw):
+    """generate's fast paths (last position only, KV cache, transposed LM head) give the plain loop's tokens."""
+    prompt = torch.randint(0, 50257, (2, 5), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(7)
+    idx = prompt
+    with torch.no_grad():
+        for _ in range(20):  # past block_size 16: the window slides
+            logits, _ = model(idx[:, -16:])  # all positions' logits, no cache
+            idx = torch.cat([idx, sample_next(logits[:, -1], **kw, generator=g)], dim=1)
+    for cache in (True, False):
+        out = generate(model, prompt, 20, **kw, generator=torch.Generator().manual_seed(7), use_kv_cache=cache)
+        assert torch.equal(out, idx)
+
+
 def test_seeded_sampling_is_reproducible_and_seed_dependent(model):
     prompt = torch.zeros(1, 1, dtype=torch.long)
     a = generate(model, prompt, 20, generator=torch.Generator().manual_seed(1))

@@ -125,6 +125,21 @@ def test_grad_accumulation_equals_one_big_batch(verdict_path):
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
 
+def test_chunked_loss_trains_like_the_plain_loss(verdict_path, tmp_path):
+    """--chunked_loss: the same losses, gradient norms and evaluations as the plain path, up to float rounding."""
+    common = dict(data=str(verdict_path), max_iters=6, eval_interval=3, **TINY)
+    _, plain = train(TrainConfig(**common, out_dir=None), log=None, progress=False)
+    model, fast = train(TrainConfig(**common, out_dir=tmp_path, chunked_loss=True), log=None, progress=False)
+    assert model.config.chunked_loss
+    for a, b in zip(plain, fast, strict=True):
+        for key in ("loss", "grad_norm", "val_loss"):  # None where not measured (step 0 has no training loss)
+            assert (a[key] is None and b[key] is None) or a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
+    # a choice about speed, not the weights: a checkpoint trained one way resumes the other way
+    assert main(["--resume", f"--out_dir={tmp_path}", "--max_iters=8", "--max_new_tokens=0"]) == 0
+    ckpt = load_checkpoint(tmp_path / "ckpt.pt")
+    assert ckpt["step"] == 8 and not ckpt["config"]["chunked_loss"] and not ckpt["model_config"]["chunked_loss"]
+
+
 def test_resume_is_bit_exact(verdict_path, tmp_path):
     """30 steps, then --resume to 60 = 60 steps in one go: same batches, dropout masks, Adam state and schedule."""
     assert main(tiny_argv(verdict_path, tmp_path / "two", max_iters=30, eval_interval=20)) == 0
