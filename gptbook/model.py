@@ -272,7 +272,7 @@ class GPT(nn.Module):
 
         Also a (C, vocab) copy of the LM head's weight for the cached steps: one token's logits x @ W^T read W's
         50257 short rows one dot product at a time; with W^T stored row by row they are a sum of C long rows,
-        which the CPU streams about twice as fast. Same numbers, up to float rounding.
+        which the CPU streams faster (GPT-2 small here: 11 vs 17 ms). Same numbers, up to float rounding.
         """
         c, w = self.config, self.transformer.wte.weight
         shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
