@@ -1,18 +1,19 @@
 """A GPT-2 style decoder-only Transformer; parameter names match GPT-2's checkpoints."""
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptbook.fused_loss import chunked_cross_entropy
+from gptbook.tokenizer import VOCAB_SIZE
+
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 50257  # GPT-2 BPE
+    vocab_size: int = VOCAB_SIZE  # GPT-2 BPE
     block_size: int = 128  # longest context the model can see
     n_layer: int = 4
     n_head: int = 4
@@ -21,7 +22,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm, as GPT-2
     attn_impl: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) or "explicit" (the math, step by step)
     pos_emb: str = "learned"  # "learned" (GPT-2) or "rope" (rotary, no position table)
-    chunked_loss: bool = False  # fast path: LM head + cross-entropy in row chunks, (B*T, vocab) logits never stored
+    chunked_loss: bool = False  # chapter 09's fast path: LM head + cross-entropy in chunks (gptbook.fused_loss)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -53,61 +54,10 @@ def apply_rope(x, cos, sin):
     return out.flatten(-2).type_as(x)
 
 
-class ChunkedLMHeadLoss(torch.autograd.Function):
-    """mean cross_entropy(h @ W^T, targets) computed chunk by chunk of rows.
-
-    Forward also works out the gradients, while each chunk's logits are at hand:
-    d loss / d logits = (softmax - onehot) / N, so grad_h = dlogits @ W and grad_W = dlogits^T @ h.
-    Backward then only scales them. The full (N, vocab) logits never exist, in forward or backward.
-    """
-
-    @staticmethod
-    @torch.autocast("cpu", enabled=False)
-    @torch.autocast("cuda", enabled=False)
-    def forward(ctx, h, weight, targets, chunk_size):  # float32 throughout, as cross_entropy under autocast
-        h, weight = h.float(), weight.float()  # h (N, C), weight (V, C), targets (N,)
-        N, V = h.size(0), weight.size(0)
-        grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(h) if grad else None
-        grad_w = torch.zeros_like(weight) if grad else None
-        # One buffer for every chunk's logits, its rows padded to a multiple of 64 floats (50257 -> 50304):
-        # aligned rows make the three big matmuls much faster.
-        buf = h.new_empty(min(chunk_size, N), -(-V // 64) * 64)
-        total = torch.zeros((), dtype=torch.float32, device=h.device)
-        for s in range(0, N, chunk_size):
-            hc, tc = h[s : s + chunk_size], targets[s : s + chunk_size]
-            n = hc.size(0)
-            logits = torch.mm(hc, weight.t(), out=buf[:n, :V])  # (n, V), a view into the padded buffer
-            buf[:n, V:] = float("-inf")  # the padding: probability 0
-            target_logits, max_logits = logits.gather(1, tc[:, None]).squeeze(1), logits.amax(dim=-1)  # (n,) each
-            probs = torch.softmax(buf[:n], dim=-1, out=buf[:n])[:, :V]  # in place: the logits become probabilities
-            # log-sum-exp without a second pass of exp: the largest probability is exp(0) / sum(exp(logits - max))
-            lse = max_logits - probs.amax(dim=-1).log()  # (n,)
-            total += (lse - target_logits).sum()
-            if grad:
-                probs[torch.arange(n, device=tc.device), tc] -= 1.0  # N x d loss / d logits = softmax - onehot
-                torch.mm(probs, weight, out=grad_h[s : s + n])  # (n, C)
-                grad_w.addmm_(probs.t(), hc)  # (V, C)
-        ctx.N = N
-        ctx.save_for_backward(grad_h, grad_w)
-        return total / N
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_h, grad_w = ctx.saved_tensors
-        scale = grad_loss / ctx.N  # the mean's 1/N, applied once here
-        return grad_h * scale, grad_w * scale, None, None
-
-
-def chunked_cross_entropy(h, weight, targets, chunk_size: int = 512):
-    """Same value and gradients as F.cross_entropy(h @ weight.T, targets), without the (N, vocab) logits."""
-    return ChunkedLMHeadLoss.apply(h, weight, targets, chunk_size)
-
-
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
-        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.n_head, self.n_embd, self.layer = config.n_head, config.n_embd, layer  # layer: its slot in a KV cache
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
@@ -122,13 +72,13 @@ class CausalSelfAttention(nn.Module):
             cos, sin = rope_tables(T, config.n_embd // config.n_head)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.cache_k = self.cache_v = None  # KV cache: (B, nh, block_size, hs) each, see GPT.init_kv_cache
         self.save_attn = False  # explicit path only: keep the attention weights in self.attn_weights
 
-    def forward(self, x, pos: int = 0, use_cache: bool = False):
-        """x (B, T, C) holds positions pos .. pos+T-1; with use_cache, earlier keys and values come from the cache."""
+    def forward(self, x, cache=None):
+        """x (B, T, C); with a KV cache (chapter 07) x holds positions pos .. pos+T-1 after the cached ones."""
         B, T, C = x.size()
         hs = C // self.n_head
+        pos = 0 if cache is None else cache.pos
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -136,10 +86,8 @@ class CausalSelfAttention(nn.Module):
         if self.use_rope:
             cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if use_cache:
-            self.cache_k[:B, :, pos : pos + T] = k
-            self.cache_v[:B, :, pos : pos + T] = v
-            k, v = self.cache_k[:B, :, : pos + T], self.cache_v[:B, :, : pos + T]  # (B, nh, S, hs), S = pos+T
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (B, nh, S, hs), S = pos + T
         mask = self.causal[pos : pos + T, : pos + T]  # (T, S): query pos+i sees keys 0 .. pos+i
 
         if self.attn_impl == "explicit":
@@ -178,21 +126,17 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LN Transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, pos: int = 0, use_cache: bool = False):
-        x = x + self.attn(self.ln_1(x), pos, use_cache)
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
-
-
-# HuggingFace GPT-2 stores these as Conv1D weights, (in, out): transposed relative to our nn.Linear (out, in)
-HF_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 class GPT(nn.Module):
@@ -203,7 +147,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
@@ -211,7 +155,6 @@ class GPT(nn.Module):
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)  # position embeddings
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying: one matrix embeds and un-embeds
-        self.lm_head_t = None  # (C, vocab) copy of lm_head.weight while decoding with the KV cache
         self.apply(self._init_weights)
         # residual projections add to the stream 2 * n_layer times: scale them so its variance stays ~1
         for name, p in self.named_parameters():
@@ -233,13 +176,15 @@ class GPT(nn.Module):
                 n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, pos: int = 0, use_cache: bool = False, last_only: bool = False):
-        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None); pos > 0 only with the KV cache.
+    def forward(self, idx, targets=None, cache=None, last_only: bool = False):
+        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
 
-        With config.chunked_loss and targets, logits are not computed: (None, loss).
+        cache: a KVCache (chapter 07); idx then continues the tokens already in it, and it advances by T.
         last_only: logits of the last position only, (B, 1, vocab): all that generation needs.
+        With config.chunked_loss and targets, logits are not computed: (None, loss).
         """
         B, T = idx.size()
+        pos = 0 if cache is None else cache.pos
         if last_only and targets is not None:
             raise ValueError("last_only gives the last position's logits only; the loss needs all of them")
         if pos + T > self.config.block_size:
@@ -252,39 +197,24 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(torch.arange(pos, pos + T, device=idx.device))  # (T, C) broadcast
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, pos, use_cache)
+            x = block(x, cache)
         x = self.transformer.ln_f(x)
+        if cache is not None:
+            cache.pos += T
         if targets is not None and self.config.chunked_loss:
             return None, chunked_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1))
         if last_only:  # one row of the LM head per sequence instead of T
             x = x[:, -1:, :]  # (B, 1, C)
-        if use_cache and self.lm_head_t is not None:  # decoding: the transposed copy (see init_kv_cache)
-            logits = x @ self.lm_head_t  # (B, T, vocab)
-        else:
+        if cache is None:
             logits = self.lm_head(x)  # (B, T, vocab)
+        else:  # decoding: the cache's transposed copy of the LM head (see KVCache)
+            if cache.lm_head_t is None:
+                cache.lm_head_t = self.lm_head.weight.detach().t().contiguous()  # (C, vocab)
+            logits = x @ cache.lm_head_t  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss
-
-    def init_kv_cache(self, batch_size: int):
-        """Pre-allocate each block's KV cache: (B, nh, block_size, hs) for keys and for values.
-
-        Also a (C, vocab) copy of the LM head's weight for the cached steps: one token's logits x @ W^T read W's
-        50257 short rows one dot product at a time; with W^T stored row by row they are a sum of C long rows,
-        which the CPU streams faster (GPT-2 small here: 11 vs 17 ms). Same numbers, up to float rounding.
-        """
-        c, w = self.config, self.transformer.wte.weight
-        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
-        for block in self.transformer.h:
-            block.attn.cache_k = torch.zeros(shape, dtype=w.dtype, device=w.device)
-            block.attn.cache_v = torch.zeros(shape, dtype=w.dtype, device=w.device)
-        self.lm_head_t = self.lm_head.weight.detach().t().contiguous()  # (C, vocab)
-
-    def free_kv_cache(self):
-        for block in self.transformer.h:
-            block.attn.cache_k = block.attn.cache_v = None
-        self.lm_head_t = None
 
     @torch.no_grad()
     def attention_maps(self, idx) -> torch.Tensor:
@@ -299,46 +229,3 @@ class GPT(nn.Module):
         finally:
             for a, impl in zip(attns, impls, strict=True):
                 a.attn_impl, a.save_attn, a.attn_weights = impl, False, None
-
-    @classmethod
-    def from_hf_state_dict(cls, sd: dict, config: GPTConfig) -> "GPT":
-        """Build a GPT from a HuggingFace GPT2LMHeadModel state dict (same names; Conv1D weights transposed)."""
-        model = cls(config)
-        ours = model.state_dict()
-        sd = {k: v for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-        sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
-        missing = set(ours) - set(sd)
-        extra = set(sd) - set(ours)
-        if missing or extra:
-            raise ValueError(f"state dict mismatch: missing {sorted(missing)[:5]}, unexpected {sorted(extra)[:5]}")
-        with torch.no_grad():
-            for k, v in sd.items():
-                v = v.t() if k.endswith(HF_CONV1D) else v  # HF Conv1D stores (in, out); nn.Linear wants (out, in)
-                if v.shape != ours[k].shape:
-                    raise ValueError(f"shape mismatch for {k}: {tuple(v.shape)} vs ours {tuple(ours[k].shape)}")
-                ours[k].copy_(v)
-        return model
-
-    @classmethod
-    def from_pretrained_dir(cls, path) -> "GPT":
-        """Load GPT-2 weights from a local HuggingFace folder: config.json + model.safetensors or pytorch_model.bin."""
-        path = Path(path)
-        hf = json.loads((path / "config.json").read_text())
-        config = GPTConfig(
-            vocab_size=hf["vocab_size"],
-            block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
-            n_layer=hf["n_layer"],
-            n_head=hf["n_head"],
-            n_embd=hf["n_embd"],
-        )
-        if (path / "model.safetensors").exists():
-            from safetensors.torch import load_file
-
-            sd = load_file(path / "model.safetensors")
-        elif (path / "pytorch_model.bin").exists():
-            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        else:
-            raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}")
-        # bare GPT2Model files lack the "transformer." prefix
-        sd = {(k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v for k, v in sd.items()}
-        return cls.from_hf_state_dict(sd, config)

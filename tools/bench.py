@@ -1,4 +1,4 @@
-"""Speed, side by side with peers: `python -m gptbook.bench {train,generate,book} [--help]`.
+"""Speed, side by side with peers: `python tools/bench.py {train,generate,book} [--help]`.
 
 Not a test: it prints numbers for this machine (CPU, float32). The peers are optional: HuggingFace
 transformers (`pip install .[bench]`) and LLMs-from-scratch (`pip install --no-deps llms-from-scratch==1.0.19`);
@@ -23,9 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gptbook.model import GPT, HF_CONV1D, GPTConfig
-from gptbook.sampling import generate
-from gptbook.train import CliParser, configure_optimizer, keep_freed_memory, one_line, run_cli
+from gptbook.checkpoint import one_line
+from gptbook.cli import CliParser, keep_freed_memory, run_cli
+from gptbook.hf import to_hf
+from gptbook.model import GPT, GPTConfig
+from gptbook.sampling import GREEDY, generate
+from gptbook.train import configure_optimizer
 
 VOCAB = 50257
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,25 +111,9 @@ def peer_installed(name: str) -> bool:
 
 
 def hf_from_gpt(model: GPT):
-    """HuggingFace's GPT2LMHeadModel with our model's weights (the inverse of GPT.from_hf_state_dict)."""
-    import transformers
-
-    c = model.config
-    hf = transformers.GPT2LMHeadModel(
-        transformers.GPT2Config(
-            vocab_size=c.vocab_size,
-            n_positions=c.block_size,
-            n_embd=c.n_embd,
-            n_layer=c.n_layer,
-            n_head=c.n_head,
-            resid_pdrop=c.dropout,
-            embd_pdrop=c.dropout,
-            attn_pdrop=c.dropout,
-        )
-    )
-    sd = {k: v.t() if k.endswith(HF_CONV1D) else v for k, v in model.state_dict().items()}  # Conv1D: (in, out)
-    hf.load_state_dict(sd)
-    hf.generation_config.eos_token_id = None  # as ours: never stop early
+    """HuggingFace's GPT2LMHeadModel with our model's weights, generating as ours does: never stopping early."""
+    hf = to_hf(model)
+    hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
     return hf
 
@@ -221,7 +208,9 @@ def bench_train(args) -> list[dict]:
     n_params, trainees = build_trainees(args, names)
     if not trainees:
         raise ValueError("none of --models is installed")
-    malloc = "glibc defaults" if args.malloc == "default" else "keep freed memory (as gptbook.train does), for all"
+    malloc = (
+        "glibc defaults" if args.malloc == "default" else "keep freed memory (as python -m gptbook.train does), for all"
+    )
     print(f"  {n_params / 1e6:.2f}M parameters, vocab {VOCAB}, {tokens} tokens/step, float32; malloc: {malloc}")
     steps = {name: make_step(model, fn) for name, (model, fn) in trainees.items()}
     stats = {name: dict(wall=[], cpu=[], faults=[], loss=[]) for name in steps}
@@ -270,7 +259,7 @@ def bench_train(args) -> list[dict]:
 
 def rss_child(args, name) -> dict:
     """rss (peak RSS, MiB) and rss_step (its part above the built model) of one model in a fresh process."""
-    argv = [sys.executable, "-m", "gptbook.bench", "train", "--rss_child", f"--models={name}", "--steps=2"]
+    argv = [sys.executable, __file__, "train", "--rss_child", f"--models={name}", "--steps=2"]
     argv += ["--warmup=0", f"--malloc={args.malloc}"]
     argv += [f"--{k}={getattr(args, k)}" for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")]
     argv += [f"--threads={torch.get_num_threads()}"]
@@ -303,8 +292,8 @@ def lfs_generate_cached(model, idx, max_new_tokens):
 def decoders(model, peers, cached_only=False) -> dict:
     """name -> function(prompt, n): the prompt followed by n greedy tokens."""
     out = {
-        "gptbook, KV cache": lambda p, n: generate(model, p, n, temperature=0),
-        "gptbook, no cache": lambda p, n: generate(model, p, n, temperature=0, use_kv_cache=False),
+        "gptbook, KV cache": lambda p, n: generate(model, p, n, GREEDY),
+        "gptbook, no cache": lambda p, n: generate(model, p, n, GREEDY, use_kv_cache=False),
     }
     if "hf" in peers:
         hf = hf_from_gpt(model).eval()
@@ -405,7 +394,7 @@ def bench_book(args) -> list[dict]:
 
 
 def build_parser():
-    p = CliParser(prog="python -m gptbook.bench", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python tools/bench.py", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=CliParser)
@@ -423,7 +412,7 @@ def build_parser():
         "--malloc",
         choices=("keep", "default"),
         default="keep",
-        help="keep: glibc keeps freed memory for reuse, as gptbook.train sets it (the setting is per process, so "
+        help="keep: glibc keeps freed memory for reuse, as python -m gptbook.train sets it (the setting is per process, so "
         "every model gets it); default: glibc's defaults (default: %(default)s)",
     )
     t.add_argument("--no_rss", action="store_true", help="skip peak RSS (a few steps per model in a fresh process)")

@@ -1,0 +1,258 @@
+"""The command lines, `python -m gptbook.train` and `python -m gptbook.generate`: flags, one-line errors, Ctrl-C.
+
+What no chapter builds lives here: argument parsing, the error policy, signal handling, malloc tuning, torchrun.
+"""
+
+import argparse
+import contextlib
+import ctypes
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from gptbook.checkpoint import CKPT_NAME, load_checkpoint, model_from_checkpoint, one_line, param_digest
+from gptbook.device import resolve_device
+from gptbook.sampling import Sampling, generate, prompt_ids
+from gptbook.tokenizer import decode
+from gptbook.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
+
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# help for the model's flags (GPTConfig's fields, inherited by TrainConfig)
+MODEL_HELP = {
+    "vocab_size": "vocabulary size (GPT-2's BPE; change only with another tokenizer)",
+    "block_size": "context length in tokens (short: on CPU every token costs a 50257-way softmax)",
+    "n_layer": "Transformer blocks",
+    "n_head": "attention heads per block",
+    "n_embd": "embedding width, divisible by n_head (the 50257 x n_embd embedding is most of the model)",
+    "dropout": "dropout probability; high because 4.6k training tokens are soon memorised",
+    "bias": "biases in Linear and LayerNorm layers, as in GPT-2",
+    "attn_impl": "attention: fused SDPA kernel or the explicit math",
+    "pos_emb": "position information: learned table (GPT-2) or rotary",
+    "chunked_loss": "faster, leaner: LM head + cross-entropy in chunks, no (B*T, vocab) logits",
+}
+CHOICES = {"attn_impl": ("sdpa", "explicit"), "pos_emb": ("learned", "rope")}
+# choices about this run, not the training: on --resume they come from the command line, never from the checkpoint
+RUNTIME_KEYS = ("out_dir", "resume", "device", "dtype", "compile", "chunked_loss")
+
+
+class CliParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage + error
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def run_cli(body, argv=None) -> int:
+    """Run a CLI body: expected failures become one line on stderr and an exit code, never a traceback."""
+    rank = os.environ.get("RANK", "0")
+    who = "" if rank == "0" else f"[rank {rank}] "
+    try:
+        return body(argv) or 0
+    except SystemExit as e:  # argparse: --help (0) or a bad flag (2)
+        return e.code if isinstance(e.code, int) else 2
+    except TrainingInterrupted as e:
+        if rank == "0":  # the process that saved
+            print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"{who}interrupted: stopped at once, nothing saved", file=sys.stderr)
+        return 130
+    except (TrainingDiverged, ValueError, OSError, OutOfMemoryError) as e:
+        if os.environ.get("GPTBOOK_DEBUG"):
+            raise
+        print(f"{who}error: {one_line(e, 1000)}", file=sys.stderr)
+        return 1 if isinstance(e, TrainingDiverged) else 2
+
+
+def add_sampling_args(p, prompt=True):
+    """--prompt, --max_new_tokens and the Sampling flags, the same for both commands."""
+    p.add_argument("--prompt", default="I had always thought", help="text to continue (default: %(default)s)")
+    p.add_argument("--max_new_tokens", type=int, default=100, help="tokens to sample, 0: none (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature, 0: greedy (default: 0.8)")
+    p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens only (default: off)")
+    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling: the smallest set of tokens with "
+                   "probability >= p, p in (0, 1] (default: off)")  # fmt: skip
+    p.add_argument("--min_p", type=float, default=None, help="drop tokens less likely than min_p x the top token's "
+                   "probability (default: off)")  # fmt: skip
+
+
+def sampling_from_args(a) -> Sampling:
+    if a.max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {a.max_new_tokens}")
+    return Sampling(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p)
+
+
+def sample_text(model, ids, max_new_tokens: int, sampling: Sampling, seed: int) -> str:
+    """Prompt ids (1, T) + max_new_tokens sampled with the KV cache, decoded to text."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    return decode(generate(model, ids.to(device), max_new_tokens, sampling, generator=g)[0].tolist())
+
+
+def note(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def keep_freed_memory() -> None:
+    """Linux/glibc: keep freed memory in the heap for reuse instead of returning it to the system.
+
+    The (B, T, vocab) logits and their gradients are tens of MB, so glibc hands them to the system when freed and
+    page-faults fresh zeroed memory back in at the next step: on CPU that doubled the step time. Affects this
+    process only; the cost is a slightly higher peak RSS.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: no mmap'd blocks, big ones come from the heap too
+        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        pass
+
+
+class StopOnSignal:
+    """First Ctrl-C (SIGINT) or SIGTERM: ask training to finish the step, save and stop. A second Ctrl-C: at once."""
+
+    def __init__(self):
+        self.requested, self.previous = False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def distributed(device: str):
+    """Under torchrun (RANK set): a process group, gloo on CPU, nccl on CUDA; yields (rank, world_size)."""
+    if "RANK" not in os.environ:
+        yield 0, 1
+        return
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- python -m gptbook.train
+
+
+def train_parser():
+    """One flag per TrainConfig field; flags not given are absent from the result (for --resume)."""
+    p = CliParser(
+        prog="python -m gptbook.train",
+        description="Train a small GPT on a text file; print a sample when done. Ctrl-C saves a checkpoint and stops.",
+        epilog="Multi-process: torchrun --standalone --nproc_per_node=2 -m gptbook.train ... "
+        "Set GPTBOOK_DEBUG=1 to see tracebacks instead of one-line errors.",
+    )
+    for f in dataclasses.fields(TrainConfig):
+        help = f.metadata.get("help") or MODEL_HELP[f.name]
+        help += "" if "(default:" in help else f" (default: {f.default})"
+        kw = dict(default=argparse.SUPPRESS, help=help)
+        if f.name == "resume":
+            p.add_argument("--resume", action="store_true", **kw)
+        elif isinstance(f.default, bool):
+            p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kw)
+        else:
+            choices = f.metadata.get("choices") or CHOICES.get(f.name)
+            p.add_argument(f"--{f.name}", type=f.metadata.get("type") or type(f.default), choices=choices, **kw)
+    p.add_argument("--print_digest", action="store_true", help="print a sha256 of the final parameters on every "
+                   "process (do DDP ranks agree?)")  # fmt: skip
+    add_sampling_args(p)
+    return p
+
+
+def config_from_args(passed: dict) -> tuple[TrainConfig, dict | None]:
+    """A fresh config from the flags given; with --resume, the checkpoint's config updated by the flags given."""
+    if not passed.get("resume"):
+        return TrainConfig(**passed), None
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    path = Path(passed.get("out_dir", fields["out_dir"].default)) / CKPT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}; train without --resume first")
+    ckpt = load_checkpoint(path)
+    saved = {k: v for k, v in ckpt["config"].items() if k in fields and k not in RUNTIME_KEYS}
+    return TrainConfig(**{**saved, **passed}), ckpt
+
+
+def train_main(argv=None) -> int:
+    return run_cli(_train, argv)
+
+
+def _train(argv):
+    a = train_parser().parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    sampling = sampling_from_args(a)
+    cfg, ckpt = config_from_args({k: v for k, v in vars(a).items() if k in fields})
+    ids = prompt_ids(a.prompt, cfg.block_size, note) if a.max_new_tokens > 0 else None  # fail early
+    device = resolve_device(cfg.device)
+    if device == "cpu":
+        keep_freed_memory()
+    with distributed(device) as (rank, world), StopOnSignal() as stop:
+        t0, start = time.perf_counter(), ckpt["step"] if ckpt else 0
+        log = print if rank == 0 else None
+        model, history = train(cfg, log=log, checkpoint=ckpt, stop=lambda: stop.requested)
+        steps = max(0, history[-1]["step"] - start) if history else 0
+        if rank == 0 and steps:
+            dt = time.perf_counter() - t0
+            tokens = steps * cfg.batch_size * cfg.block_size * cfg.grad_accum_steps * world
+            print(f"{steps} steps in {dt:.1f} s ({tokens / dt:,.0f} tokens/s)")
+        if a.print_digest:
+            print(f"rank {rank} parameter sha256 {param_digest(model)}", flush=True)
+        if rank == 0 and ids is not None:
+            text = sample_text(model, ids, a.max_new_tokens, sampling, cfg.seed)
+            print(f"--- sample ---\n{text}")
+
+
+# ---------------------------------------------------------------- python -m gptbook.generate
+
+
+def generate_parser():
+    p = CliParser(
+        prog="python -m gptbook.generate",
+        description="Sample text from a checkpoint written by gptbook.train (KV cache on). "
+        "Set GPTBOOK_DEBUG=1 to see tracebacks instead of one-line errors.",
+    )
+    p.add_argument("--ckpt", default="checkpoints/ckpt.pt", help="checkpoint file (default: checkpoints/ckpt.pt)")
+    add_sampling_args(p)
+    p.add_argument("--num_samples", type=int, default=1, help="independent samples, one after another (default: 1)")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the sampler: same seed, same text (default: 1337)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    return p
+
+
+def generate_main(argv=None) -> int:
+    return run_cli(_generate, argv)
+
+
+def _generate(argv):
+    a = generate_parser().parse_args(argv)
+    sampling = sampling_from_args(a)
+    if a.num_samples < 1:
+        raise ValueError(f"--num_samples must be >= 1, got {a.num_samples}")
+    device = resolve_device(a.device)
+    model = model_from_checkpoint(load_checkpoint(a.ckpt)).to(device)
+    ids = prompt_ids(a.prompt, model.config.block_size, note)
+    for i in range(a.num_samples):
+        if a.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        print(sample_text(model, ids, a.max_new_tokens, sampling, a.seed + i))
