@@ -1,5 +1,6 @@
 """Checkpoints: written atomically, loaded with weights_only=True, turned back into a model."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 
 from gptbook.model import GPT, GPTConfig
+from gptbook.rng import derive_seed
 
 CKPT_NAME = "ckpt.pt"
 HISTORY_NAME = "history.json"  # the same history as in the checkpoint, for plotting
@@ -87,3 +89,34 @@ def check_resumable(ckpt: dict, config: GPTConfig, path) -> None:
         have = ", ".join(f"{k} {saved[k]}" for k in keys if k != "vocab_size")
         verb = "disagrees" if len(wrong) == 1 else "disagree"
         raise ValueError(f"{' '.join(wrong)} {verb} with the checkpoint {path} ({have}); drop the flag")
+
+
+def trainer_state(t) -> dict:
+    """What a checkpoint holds: everything a gptbook.train.Trainer needs to continue bit for bit."""
+    return {
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
+        "step": t.step,
+        "config": dataclasses.asdict(t.cfg),
+        "model_config": dataclasses.asdict(t.model.config),
+        "best_val_loss": t.best_val,
+        "rng": {name: g.get_state() for name, g in t.rngs.items()},
+        "history": t.history,
+    }
+
+
+def restore_trainer(t, ckpt: dict) -> None:
+    """Put a loaded checkpoint back into a Trainer built with the same model shape."""
+    check_resumable(ckpt, t.model.config, t.ckpt_path)
+    t.model.load_state_dict(ckpt["model"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    if t.scaler.is_enabled() and ckpt.get("scaler"):
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.step, t.best_val = ckpt["step"], ckpt.get("best_val_loss", t.best_val)
+    t.history, t.saved_step = list(ckpt.get("history", [])), t.step
+    for name, g in t.rngs.items():
+        if t.world == 1:  # exact: the batches and dropout masks continue as if never stopped
+            g.set_state(ckpt["rng"][name])
+        else:  # several processes: fresh streams, different on each and from the first run's
+            g.manual_seed(derive_seed(t.cfg.seed, f"{name}@{t.step}", t.rank))

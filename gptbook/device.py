@@ -1,6 +1,7 @@
 """Where the tensors live: the device to use, and autocast's dtype on it."""
 
 import contextlib
+import os
 
 import torch
 
@@ -32,3 +33,12 @@ def autocast(device_type: str, dtype: str):
     if DTYPES[dtype] == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=DTYPES[dtype])
+
+
+def process_device(name: str, dtype: str) -> str:
+    """This process's device: resolve_device(name), one GPU per process under torchrun; dtype checked on it."""
+    device = resolve_device(name)
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    check_dtype(dtype, device.split(":")[0])
+    return device

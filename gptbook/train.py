@@ -6,23 +6,29 @@
 
 import contextlib
 import dataclasses
-import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from gptbook.checkpoint import CKPT_NAME, check_resumable, check_writable, load_checkpoint, save_checkpoint
+from gptbook.checkpoint import (
+    CKPT_NAME,
+    check_writable,
+    load_checkpoint,
+    restore_trainer,
+    save_checkpoint,
+    trainer_state,
+)
 from gptbook.data import check_length, get_batch, load_tokens, train_val_split
-from gptbook.device import DTYPES, autocast, check_dtype, resolve_device
+from gptbook.device import DTYPES, autocast, process_device
 from gptbook.model import GPT, GPTConfig
+from gptbook.optim import configure_optimizer, get_lr
+from gptbook.rng import derive_seed, generator, lend_global_rng
 
 
 def arg(default, help: str, **kw):
@@ -98,46 +104,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Stopped on request (Ctrl-C in the command line) after a full step; a checkpoint of that step was saved."""
 
 
-# ---------------------------------------------------------------- the pieces of a training step
-
-
-def get_lr(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for `step` (0-based): linear warmup to cfg.lr, cosine decay to cfg.min_lr, then constant."""
-    if step < cfg.warmup_iters:
-        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
-    if step >= cfg.lr_decay_iters:
-        return cfg.min_lr
-    ratio = (step - cfg.warmup_iters) / (cfg.lr_decay_iters - cfg.warmup_iters)  # 0 -> 1
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
-
-
-def configure_optimizer(model: nn.Module, weight_decay: float, lr: float, betas=(0.9, 0.99)):
-    """AdamW that decays weight matrices only: no decay on biases, LayerNorm gains and embeddings.
-
-    The token embedding is also lm_head's weight (tying); parameters() yields it once, in the no-decay group.
-    """
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2 and id(p) not in embeddings]
-    no_decay = [p for p in params if p.dim() < 2 or id(p) in embeddings]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    try:  # fused: one kernel for all parameters (CUDA; CPU since torch 2.4), several times faster than a loop
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
-    except (RuntimeError, ValueError):  # this device or torch version has no fused AdamW
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
-
-
-def derive_seed(seed: int, purpose: str, rank: int = 0) -> int:
-    """A seed of its own for each purpose ("init", "data", "dropout", "eval") and process, from the run's seed."""
-    digest = hashlib.sha256(f"{seed}/{purpose}/{rank}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1  # 63 bits
-
-
-def generator(seed: int, purpose: str, rank: int = 0, device="cpu") -> torch.Generator:
-    """A torch.Generator for one purpose: streams of different purposes and processes never overlap."""
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, purpose, rank))
-
-
 def init_model(cfg: TrainConfig) -> GPT:
     """A new GPT whose weights depend on cfg.seed only (the same on every process); the global RNG is untouched."""
     with torch.random.fork_rng(devices=[]):
@@ -182,19 +148,17 @@ class Trainer:
             cfg = dataclasses.replace(cfg, **asdict(model.config))
         ddp = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-        device = resolve_device(cfg.device)
-        if ddp and device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        self.device, self.device_type = device, device.split(":")[0]
-        check_dtype(cfg.dtype, self.device_type)
+        self.device = device = process_device(cfg.device, cfg.dtype)
+        self.device_type = device.split(":")[0]
         self.cfg, self.log, self.splits = cfg, log or (lambda msg: None), load_splits(cfg)
         self.ckpt_path = Path(cfg.out_dir) / CKPT_NAME if cfg.out_dir is not None else None
         self.model = (model if model is not None else init_model(cfg)).to(device)
         self.optimizer = configure_optimizer(self.model, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=cfg.dtype == "float16")
-        rng_device = device if self.device_type == "cuda" else "cpu"  # dropout draws where the model lives
-        self.rngs = {"data": generator(cfg.seed, "data", self.rank), "dropout": None}
-        self.rngs["dropout"] = generator(cfg.seed, "dropout", self.rank, rng_device)
+        self.rngs = {  # one generator per purpose; dropout draws where the model lives
+            "data": generator(cfg.seed, "data", self.rank),
+            "dropout": generator(cfg.seed, "dropout", self.rank, device if self.device_type == "cuda" else "cpu"),
+        }
         self.step, self.best_val, self.history, self.saved_step = 0, float("inf"), [], None
         self.net = torch.compile(self.model) if cfg.compile else self.model  # what forward and backward go through
         if ddp:
@@ -207,17 +171,6 @@ class Trainer:
     def autocast(self):
         return autocast(self.device_type, self.cfg.dtype)
 
-    @contextlib.contextmanager
-    def dropout_rng(self):
-        """Dropout draws from the global RNG: lend it this run's dropout generator, then put everything back."""
-        cuda = self.device_type == "cuda"
-        index = torch.device(self.device).index or 0
-        with torch.random.fork_rng(devices=[index] if cuda else []):
-            default = torch.cuda.default_generators[index] if cuda else torch.default_generator
-            default.set_state(self.rngs["dropout"].get_state())
-            yield
-            self.rngs["dropout"].set_state(default.get_state())
-
     def train_step(self, stop: bool = False) -> tuple[dict, bool]:
         """One optimizer step over grad_accum_steps micro-batches; (its history entry, whether every process stops)."""
         cfg, t0, lr = self.cfg, time.perf_counter(), get_lr(self.step, self.cfg)
@@ -228,7 +181,7 @@ class Trainer:
             x, y = get_batch(self.splits["train"], cfg.block_size, cfg.batch_size, self.rngs["data"], self.device)
             last = micro == cfg.grad_accum_steps - 1
             with self.net.no_sync() if self.world > 1 and not last else contextlib.nullcontext():  # all-reduce once
-                with self.dropout_rng(), self.autocast():
+                with lend_global_rng(self.rngs["dropout"]), self.autocast():
                     _, loss = self.net(x, y)
                 loss = loss / cfg.grad_accum_steps  # mean over micro-batches, as one big batch would
                 self.scaler.scale(loss).backward()
@@ -277,24 +230,10 @@ class Trainer:
         )
         return entry
 
-    def state_dict(self) -> dict:
-        """Everything a checkpoint needs to continue bit for bit."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "step": self.step,
-            "config": asdict(self.cfg),
-            "model_config": asdict(self.model.config),
-            "best_val_loss": self.best_val,
-            "rng": {name: g.get_state() for name, g in self.rngs.items()},
-            "history": self.history,
-        }
-
     def save(self) -> None:
         """Write the checkpoint (process 0, with an out_dir, once per step)."""
         if self.master and self.ckpt_path is not None and self.saved_step != self.step:
-            save_checkpoint(self.ckpt_path, self.state_dict())
+            save_checkpoint(self.ckpt_path, trainer_state(self))
             self.saved_step = self.step
 
     def resume(self, ckpt: dict | None = None) -> None:
@@ -305,18 +244,7 @@ class Trainer:
             if not self.ckpt_path.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint at {self.ckpt_path}; train without --resume first")
             ckpt = load_checkpoint(self.ckpt_path)
-        check_resumable(ckpt, self.model.config, self.ckpt_path)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scaler.is_enabled() and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.best_val = ckpt["step"], ckpt.get("best_val_loss", self.best_val)
-        self.history, self.saved_step = list(ckpt.get("history", [])), self.step
-        for name, g in self.rngs.items():
-            if self.world == 1:  # exact: the batches and dropout masks continue as if never stopped
-                g.set_state(ckpt["rng"][name])
-            else:  # several processes: fresh streams, different on each and from the first run's
-                g.manual_seed(derive_seed(self.cfg.seed, f"{name}@{self.step}", self.rank))
+        restore_trainer(self, ckpt)
 
 
 def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool = True, checkpoint=None, stop=None):
@@ -339,8 +267,14 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
     if not (t.master and not bar.disable and t.step < cfg.max_iters):
         bar.close()
         bar = None
-    else:
-        t.log = above(bar, t.log)
+    else:  # log lines above the bar
+        log_below = t.log
+
+        def log_above(msg):
+            with bar.external_write_mode():
+                log_below(msg)
+
+        t.log = log_above
     t.log(start_line(t))
     if cfg.resume:
         t.log(f"resumed from {t.ckpt_path} at step {t.step}")
@@ -368,16 +302,6 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
     if t.history and t.history[-1]["val_loss"] is not None and t.master:
         t.log(f"done: step {t.step}, best val loss {t.best_val:.4f}")
     return t.model, t.history
-
-
-def above(bar, log):
-    """log, writing above the progress bar."""
-
-    def write(msg):
-        with bar.external_write_mode():
-            log(msg)
-
-    return write
 
 
 def start_line(t: Trainer) -> str:

@@ -3,9 +3,12 @@ import math
 import pytest
 import torch
 
+from gptbook.fused_loss import chunked_cross_entropy
 from gptbook.model import GPT, GPTConfig
+from gptbook.sampling import KVCache
 
-SMALL = dict(vocab_size=50257, block_size=16, n_layer=2, n_head=4, n_embd=32)
+V = 512  # a small vocabulary: these tests do not need GPT-2's
+SMALL = dict(vocab_size=V, block_size=16, n_layer=2, n_head=4, n_embd=32)
 
 
 def pair(**kw):
@@ -18,13 +21,13 @@ def pair(**kw):
 
 def test_shapes_and_loss_at_init_is_uniform():
     model = GPT(GPTConfig(**SMALL))
-    idx = torch.randint(0, 50257, (4, 16))
-    targets = torch.randint(0, 50257, (4, 16))
+    idx = torch.randint(0, V, (4, 16))
+    targets = torch.randint(0, V, (4, 16))
     logits, loss = model(idx, targets)
-    assert logits.shape == (4, 16, 50257)
-    assert abs(loss.item() - math.log(50257)) < 0.2
+    assert logits.shape == (4, 16, V)
+    assert abs(loss.item() - math.log(V)) < 0.2
     logits, loss = model(idx[:, :5])
-    assert logits.shape == (4, 5, 50257) and loss is None
+    assert logits.shape == (4, 5, V) and loss is None
 
 
 def test_weight_tying_and_param_names_follow_gpt2():
@@ -43,7 +46,7 @@ def test_weight_tying_and_param_names_follow_gpt2():
     assert not any("causal" in n or "cache" in n for n in names)  # buffers are not checkpoint state
     counted = sum(p.numel() for p in model.parameters())
     assert model.num_params() == counted
-    assert model.num_params(non_embedding=True) == counted - 50257 * 32 - 16 * 32
+    assert model.num_params(non_embedding=True) == counted - V * 32 - 16 * 32
 
 
 def test_residual_projection_init_is_scaled():
@@ -58,7 +61,7 @@ def test_residual_projection_init_is_scaled():
 @pytest.mark.parametrize("pos_emb", ["learned", "rope"])
 def test_explicit_and_sdpa_attention_agree(pos_emb):
     a, b = pair(pos_emb=pos_emb)
-    idx = torch.randint(0, 50257, (3, 16))
+    idx = torch.randint(0, V, (3, 16))
     torch.testing.assert_close(a(idx)[0], b(idx)[0], atol=1e-5, rtol=0)
 
 
@@ -66,9 +69,9 @@ def test_explicit_and_sdpa_attention_agree(pos_emb):
 @pytest.mark.parametrize("pos_emb", ["learned", "rope"])
 def test_causality_future_tokens_do_not_change_the_past(impl, pos_emb):
     model = GPT(GPTConfig(**SMALL, attn_impl=impl, pos_emb=pos_emb)).eval()
-    idx = torch.randint(0, 50257, (2, 16))
+    idx = torch.randint(0, V, (2, 16))
     changed = idx.clone()
-    changed[:, 10:] = torch.randint(0, 50257, (2, 6))
+    changed[:, 10:] = torch.randint(0, V, (2, 6))
     before, after = model(idx)[0], model(changed)[0]
     torch.testing.assert_close(before[:, :10], after[:, :10], atol=1e-6, rtol=0)
     assert (before[:, 10:] - after[:, 10:]).abs().max() > 1e-3
@@ -96,21 +99,35 @@ def test_bad_config_is_a_clear_error(kw, msg):
         GPTConfig(**{**SMALL, **kw})
 
 
-def test_kv_cache_forward_matches_full_forward():
-    for impl in ["explicit", "sdpa"]:
-        model = GPT(GPTConfig(**SMALL, attn_impl=impl)).eval()
-        idx = torch.randint(0, 50257, (2, 12))
-        full = model(idx)[0]
-        model.init_kv_cache(2)
-        first = model(idx[:, :7], pos=0, use_cache=True)[0]
-        rest = model(idx[:, 7:], pos=7, use_cache=True)[0]  # several new tokens after a cached prefix
-        model.free_kv_cache()
-        torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=1e-5, rtol=0)
+@pytest.mark.parametrize("impl", ["explicit", "sdpa"])
+@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+def test_kv_cache_forward_matches_full_forward(impl, pos_emb):
+    model = GPT(GPTConfig(**SMALL, attn_impl=impl, pos_emb=pos_emb)).eval()
+    idx = torch.randint(0, V, (2, 12))
+    full = model(idx)[0]
+    cache = KVCache(model.config, batch_size=2)
+    first = model(idx[:, :7], cache=cache)[0]
+    rest = model(idx[:, 7:11], cache=cache)[0]  # several new tokens after a cached prefix
+    last = model(idx[:, 11:], cache=cache, last_only=True)[0]  # one token: its query sees every cached key
+    assert cache.pos == 12
+    torch.testing.assert_close(torch.cat([first, rest, last], 1), full, atol=1e-5, rtol=0)
+
+
+def test_kv_cache_misuse_is_a_clear_error():
+    model = GPT(GPTConfig(**SMALL)).eval()
+    cache = KVCache(model.config, batch_size=2)
+    with pytest.raises(ValueError, match="batch size 2, got a batch of 3"):
+        model(torch.zeros(3, 4, dtype=torch.long), cache=cache)
+    model(torch.zeros(2, 10, dtype=torch.long), cache=KVCache(model.config, batch_size=2))
+    full = KVCache(model.config, batch_size=2)
+    model(torch.zeros(2, 16, dtype=torch.long), cache=full)
+    with pytest.raises(ValueError, match="longer than block_size 16"):
+        model(torch.zeros(2, 1, dtype=torch.long), cache=full)
 
 
 def test_attention_maps_are_causal_distributions():
     model = GPT(GPTConfig(**SMALL)).eval()
-    att = model.attention_maps(torch.randint(0, 50257, (1, 9)))
+    att = model.attention_maps(torch.randint(0, V, (1, 9)))
     assert att.shape == (2, 4, 9, 9)
     torch.testing.assert_close(att.sum(-1), torch.ones(2, 4, 9))
     assert torch.all(att.triu(1) == 0)
@@ -137,8 +154,6 @@ def test_rope_has_no_position_table_and_is_relative():
 
 @pytest.mark.parametrize("vocab,chunk", [(1000, 128), (1024, 512), (1000, 1)])  # padded rows or not; 3, 1, 300 chunks
 def test_chunked_loss_equals_plain_loss_and_gradients(vocab, chunk):
-    from gptbook.model import chunked_cross_entropy
-
     h = torch.randn(300, 16, requires_grad=True)
     w = (0.1 * torch.randn(vocab, 16)).requires_grad_()
     t = torch.randint(0, vocab, (300,))
@@ -155,8 +170,6 @@ def test_chunked_loss_equals_plain_loss_and_gradients(vocab, chunk):
 
 def test_chunked_loss_of_confident_and_hopeless_predictions():
     """Huge logits: the log-sum-exp from the softmax's largest probability stays exact (no overflow, no log 0)."""
-    from gptbook.model import chunked_cross_entropy
-
     h = torch.tensor([[30.0, 0.0], [-30.0, 0.0], [0.0, 0.0]], requires_grad=True)
     w = torch.tensor([[4.0, 0.0], [0.0, 1.0], [-4.0, 0.0]], requires_grad=True)  # logits up to +-120
     t = torch.tensor([0, 0, 1])  # right and sure, wrong and sure (loss 240), uniform
@@ -168,8 +181,6 @@ def test_chunked_loss_of_confident_and_hopeless_predictions():
 
 
 def test_chunked_loss_under_bfloat16_autocast_matches_float32():
-    from gptbook.model import chunked_cross_entropy
-
     h = torch.randn(40, 16, requires_grad=True)
     w = (0.1 * torch.randn(100, 16)).requires_grad_()
     t = torch.randint(0, 100, (40,))
@@ -189,7 +200,7 @@ def test_chunked_loss_model_trains_like_the_plain_one():
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (plain, fast)]
     g = torch.Generator().manual_seed(0)
     for _ in range(5):
-        x, y = torch.randint(0, 50257, (2, 2, 16), generator=g)
+        x, y = torch.randint(0, V, (2, 2, 16), generator=g)
         losses = []
         for m, opt in zip((plain, fast), opts, strict=True):
             logits, loss = m(x, y)
@@ -205,23 +216,27 @@ def test_chunked_loss_model_trains_like_the_plain_one():
 
 def test_last_only_logits_are_the_last_row_of_the_full_logits():
     model = GPT(GPTConfig(**SMALL)).eval()
-    idx = torch.randint(0, 50257, (3, 10))
+    idx = torch.randint(0, V, (3, 10))
     full, last = model(idx)[0], model(idx, last_only=True)[0]
-    assert last.shape == (3, 1, 50257)
+    assert last.shape == (3, 1, V)
     torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="last_only"):
         model(idx, targets=idx, last_only=True)
 
 
-def test_cached_steps_use_a_transposed_lm_head_with_the_same_logits():
-    model = GPT(GPTConfig(**SMALL)).eval()
-    idx = torch.randint(0, 50257, (2, 9))
-    full = model(idx)[0]
-    model.init_kv_cache(2)
-    assert model.lm_head_t.shape == (32, 50257) and model.lm_head_t.is_contiguous()
-    first = model(idx[:, :8], pos=0, use_cache=True, last_only=True)[0]
-    step = model(idx[:, 8:], pos=8, use_cache=True)[0]  # one token: the query sees every cached key, no mask
-    model.free_kv_cache()
-    assert model.lm_head_t is None
-    torch.testing.assert_close(first, full[:, 7:8], atol=1e-5, rtol=0)
-    torch.testing.assert_close(step, full[:, 8:], atol=1e-5, rtol=0)
+def matmuls(fn) -> int:
+    """How many matrix products fn runs (aten mm, addmm and in-place addmm_)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::addmm_"))
+
+
+def test_chunked_loss_does_no_gradient_work_under_no_grad():
+    """Evaluation: one product per chunk (the logits), not three (logits, grad_h, grad_W)."""
+    h = torch.randn(300, 16, requires_grad=True)
+    w = (0.1 * torch.randn(V, 16)).requires_grad_()
+    t = torch.randint(0, V, (300,))
+    assert matmuls(lambda: chunked_cross_entropy(h, w, t, chunk_size=100)) == 3 * 3
+    with torch.no_grad():
+        assert matmuls(lambda: chunked_cross_entropy(h, w, t, chunk_size=100)) == 3
+    assert matmuls(lambda: chunked_cross_entropy(h.detach(), w.detach(), t, chunk_size=100)) == 3

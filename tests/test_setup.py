@@ -1,5 +1,6 @@
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,3 +35,10 @@ def test_corpus_is_never_committed():
     assert "the-verdict.txt" in (ROOT / ".gitignore").read_text().splitlines()
     tracked = subprocess.run(["git", "ls-files", "the-verdict.txt"], cwd=ROOT, capture_output=True, text=True)
     assert tracked.stdout.strip() == ""
+
+
+def test_unit_tests_collect_without_pyyaml():
+    """PyYAML is no test dependency: only the browser check of the built book reads _toc.yml with it."""
+    code = "import sys, pytest; sys.modules['yaml'] = None; sys.exit(pytest.main(['--collect-only', '-q', 'tests']))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:]

@@ -7,19 +7,10 @@ import matplotlib
 import pytest
 import torch
 
+from gptbook.checkpoint import load_checkpoint, model_from_checkpoint, param_digest, save_checkpoint
+from gptbook.cli import train_main as main
 from gptbook.model import GPT, GPTConfig
-from gptbook.train import (
-    TrainConfig,
-    TrainingDiverged,
-    configure_optimizer,
-    get_lr,
-    load_checkpoint,
-    main,
-    model_from_checkpoint,
-    param_digest,
-    save_checkpoint,
-    train,
-)
+from gptbook.train import TrainConfig, Trainer, TrainingDiverged, configure_optimizer, get_lr, train
 
 matplotlib.use("Agg")
 
@@ -34,13 +25,11 @@ def one_thread():
 
 
 # a model small enough that a step takes milliseconds (the 50257-word vocabulary still dominates)
-TINY = dict(
-    block_size=16, n_layer=1, n_head=2, n_embd=32, batch_size=4, eval_iters=2, max_new_tokens=0, lr=1e-2, warmup_iters=2
-)
+TINY = dict(block_size=16, n_layer=1, n_head=2, n_embd=32, batch_size=4, eval_iters=2, lr=1e-2, warmup_iters=2)
 
 
 def tiny_argv(data, out_dir, **kw):
-    flags = {**TINY, **kw}
+    flags = {**TINY, "max_new_tokens": 0, **kw}
     return [f"--data={data}", f"--out_dir={out_dir}"] + [f"--{k}={v}" for k, v in flags.items()]
 
 
@@ -150,7 +139,8 @@ def test_resume_is_bit_exact(verdict_path, tmp_path):
     for name, p in one["model"].items():
         assert torch.equal(p, two["model"][name]), name
     assert [h["loss"] for h in two["history"]] == [h["loss"] for h in one["history"]]
-    assert torch.equal(two["rng"]["data"], one["rng"]["data"]) and torch.equal(two["rng"]["torch"], one["rng"]["torch"])
+    for name in ("data", "dropout"):
+        assert torch.equal(two["rng"][name], one["rng"][name]), name
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(verdict_path, tmp_path, capsys):
@@ -199,3 +189,16 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"step": 2, "history": []})
     assert path.read_bytes() == before
+
+
+def test_the_trainer_steps_one_by_one_and_leaves_the_global_rng_alone(verdict_path):
+    """What a notebook can call: a Trainer, its train_step and evaluate; train() = the loop around them."""
+    cfg = TrainConfig(data=str(verdict_path), out_dir=None, max_iters=3, eval_interval=3, dropout=0.1, **TINY)
+    rng = torch.get_rng_state()
+    t = Trainer(cfg)
+    entries = [t.train_step()[0] for _ in range(3)]
+    assert t.step == 3 and [e["step"] for e in entries] == [1, 2, 3]
+    assert t.evaluate(entries[-1])["val_loss"] is not None
+    _, history = train(cfg, log=None, progress=False)
+    assert [h["loss"] for h in history[1:]] == [e["loss"] for e in entries]  # the same steps, dropout masks included
+    assert torch.equal(torch.get_rng_state(), rng)  # initial weights and dropout come from the trainer's own seeds

@@ -412,8 +412,8 @@ def build_parser():
         "--malloc",
         choices=("keep", "default"),
         default="keep",
-        help="keep: glibc keeps freed memory for reuse, as python -m gptbook.train sets it (the setting is per process, so "
-        "every model gets it); default: glibc's defaults (default: %(default)s)",
+        help="keep: glibc keeps freed memory for reuse, as python -m gptbook.train sets it (the setting is per "
+        "process, so every model gets it); default: glibc's defaults (default: %(default)s)",
     )
     t.add_argument("--no_rss", action="store_true", help="skip peak RSS (a few steps per model in a fresh process)")
     t.add_argument("--rss_child", action="store_true", help=argparse.SUPPRESS)
