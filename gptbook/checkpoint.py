@@ -106,8 +106,14 @@ def trainer_state(t) -> dict:
     }
 
 
-def restore_trainer(t, ckpt: dict) -> None:
-    """Put a loaded checkpoint back into a Trainer built with the same model shape."""
+def resume_trainer(t, ckpt: dict | None = None) -> None:
+    """Put a checkpoint (loaded from the trainer's out_dir if not given) back into a Trainer of the same shape."""
+    if t.ckpt_path is None:
+        raise ValueError("resume needs an out_dir to resume from")
+    if ckpt is None:
+        if not t.ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {t.ckpt_path}; train without --resume first")
+        ckpt = load_checkpoint(t.ckpt_path)
     check_resumable(ckpt, t.model.config, t.ckpt_path)
     t.model.load_state_dict(ckpt["model"])
     t.optimizer.load_state_dict(ckpt["optimizer"])

@@ -69,6 +69,14 @@ def check_length(ids: torch.Tensor, block_size: int, what: str = "data") -> None
         )
 
 
+def load_splits(path, block_size: int) -> dict:
+    """{"train": the first 90% of a text file's tokens, "val": the rest}, each long enough for a window."""
+    train_ids, val_ids = train_val_split(load_tokens(path))
+    check_length(train_ids, block_size, f"{path}: the training split (90%)")
+    check_length(val_ids, block_size, f"{path}: the validation split (10%)")
+    return {"train": train_ids, "val": val_ids}
+
+
 def num_windows(n_tokens: int, block_size: int, stride: int) -> int:
     """How many windows of block_size + 1 tokens fit when each starts `stride` after the last."""
     return max(0, (n_tokens - block_size - 1) // stride + 1)

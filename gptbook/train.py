@@ -16,15 +16,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from gptbook.checkpoint import (
-    CKPT_NAME,
-    check_writable,
-    load_checkpoint,
-    restore_trainer,
-    save_checkpoint,
-    trainer_state,
-)
-from gptbook.data import check_length, get_batch, load_tokens, train_val_split
+from gptbook.checkpoint import CKPT_NAME, check_writable, resume_trainer, save_checkpoint, trainer_state
+from gptbook.data import get_batch, load_splits
 from gptbook.device import DTYPES, autocast, process_device
 from gptbook.model import GPT, GPTConfig
 from gptbook.optim import configure_optimizer, get_lr
@@ -129,14 +122,6 @@ def estimate_loss(model, splits: dict, cfg: TrainConfig, device="cpu", autocast=
     return out
 
 
-def load_splits(cfg: TrainConfig) -> dict:
-    """{"train": first 90% of the tokens, "val": the rest}, each long enough for a window."""
-    train_ids, val_ids = train_val_split(load_tokens(cfg.data))
-    check_length(train_ids, cfg.block_size, f"{cfg.data}: the training split (90%)")
-    check_length(val_ids, cfg.block_size, f"{cfg.data}: the validation split (10%)")
-    return {"train": train_ids, "val": val_ids}
-
-
 # ---------------------------------------------------------------- the trainer
 
 
@@ -150,7 +135,7 @@ class Trainer:
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
         self.device = device = process_device(cfg.device, cfg.dtype)
         self.device_type = device.split(":")[0]
-        self.cfg, self.log, self.splits = cfg, log or (lambda msg: None), load_splits(cfg)
+        self.cfg, self.log, self.splits = cfg, log or (lambda msg: None), load_splits(cfg.data, cfg.block_size)
         self.ckpt_path = Path(cfg.out_dir) / CKPT_NAME if cfg.out_dir is not None else None
         self.model = (model if model is not None else init_model(cfg)).to(device)
         self.optimizer = configure_optimizer(self.model, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))
@@ -167,6 +152,10 @@ class Trainer:
     @property
     def master(self) -> bool:
         return self.rank == 0
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum_steps * self.world
 
     def autocast(self):
         return autocast(self.device_type, self.cfg.dtype)
@@ -200,9 +189,9 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        tokens = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps * self.world
         entry = dict(step=self.step, lr=lr, loss=loss_val, grad_norm=grad_norm)
-        entry.update(tokens_per_s=tokens / (time.perf_counter() - t0), train_loss=None, val_loss=None, ppl=None)
+        entry.update(tokens_per_s=self.tokens_per_step / (time.perf_counter() - t0))
+        entry.update(train_loss=None, val_loss=None, ppl=None)
         self.history.append(entry)
         return entry, stop_all
 
@@ -236,16 +225,6 @@ class Trainer:
             save_checkpoint(self.ckpt_path, trainer_state(self))
             self.saved_step = self.step
 
-    def resume(self, ckpt: dict | None = None) -> None:
-        """Continue from a checkpoint (loaded from out_dir if not given); its shape must be cfg's."""
-        if self.ckpt_path is None:
-            raise ValueError("resume needs an out_dir to resume from")
-        if ckpt is None:
-            if not self.ckpt_path.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint at {self.ckpt_path}; train without --resume first")
-            ckpt = load_checkpoint(self.ckpt_path)
-        restore_trainer(self, ckpt)
-
 
 def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool = True, checkpoint=None, stop=None):
     """Train for steps checkpoint-step .. cfg.max_iters; returns (model, history).
@@ -260,7 +239,7 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
     t = Trainer(cfg, model, log)
     cfg = t.cfg
     if cfg.resume:
-        t.resume(checkpoint)
+        resume_trainer(t, checkpoint)
     elif t.ckpt_path is not None and t.master:
         check_writable(cfg.out_dir)
     bar = tqdm(total=cfg.max_iters, initial=t.step, desc="train", unit="step", disable=True if not progress else None)
@@ -307,17 +286,14 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
 def start_line(t: Trainer) -> str:
     """The run in one line: model size, device, data, tokens per step."""
     n_params, n_body = t.model.num_params(), t.model.num_params(non_embedding=True)
-    tokens = t.cfg.batch_size * t.cfg.block_size * t.cfg.grad_accum_steps * t.world
     n_train, n_val = len(t.splits["train"]), len(t.splits["val"])
     return (
         f"{n_params / 1e6:.2f}M parameters ({n_body / 1e6:.2f}M without embeddings) | {t.device} {t.cfg.dtype} | "
-        f"{n_train} train / {n_val} val tokens | {tokens} tokens per step"
+        f"{n_train} train / {n_val} val tokens | {t.tokens_per_step} tokens per step"
     )
 
 
 if __name__ == "__main__":  # python -m gptbook.train: the command line lives in gptbook.cli, above this module
-    import sys
-
     from gptbook.cli import train_main
 
-    sys.exit(train_main())
+    raise SystemExit(train_main())
