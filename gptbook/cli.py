@@ -5,7 +5,6 @@ What no chapter builds lives here: argument parsing, the error policy, signal ha
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import os
 import signal
@@ -18,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from gptbook.checkpoint import CKPT_NAME, load_checkpoint, model_from_checkpoint, one_line, param_digest
-from gptbook.device import resolve_device
+from gptbook.device import keep_freed_memory, resolve_device
 from gptbook.sampling import Sampling, generate, prompt_ids
 from gptbook.tokenizer import decode
 from gptbook.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
@@ -97,23 +96,6 @@ def sample_text(model, ids, max_new_tokens: int, sampling: Sampling, seed: int) 
 
 def note(msg: str) -> None:
     print(msg, file=sys.stderr)
-
-
-def keep_freed_memory() -> None:
-    """Linux/glibc: keep freed memory in the heap for reuse instead of returning it to the system.
-
-    The (B, T, vocab) logits and their gradients are tens of MB, so glibc hands them to the system when freed and
-    page-faults fresh zeroed memory back in at the next step: on CPU that doubled the step time. Affects this
-    process only; the cost is a slightly higher peak RSS.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-4, 0)  # M_MMAP_MAX: no mmap'd blocks, big ones come from the heap too
-        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
-        pass
 
 
 class StopOnSignal:

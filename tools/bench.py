@@ -24,13 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from gptbook.checkpoint import one_line
-from gptbook.cli import CliParser, keep_freed_memory, run_cli
+from gptbook.cli import CliParser, run_cli
+from gptbook.device import keep_freed_memory
 from gptbook.hf import to_hf
 from gptbook.model import GPT, GPTConfig
 from gptbook.sampling import GREEDY, generate
+from gptbook.tokenizer import VOCAB_SIZE
 from gptbook.train import configure_optimizer
 
-VOCAB = 50257
+VOCAB = VOCAB_SIZE
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = dict(n_layer=2, n_head=4, n_embd=128)  # the README's quick-start model
 # generate: shape -> (model, timed rounds of each decoder); GPT-2 small decodes slowly without a cache: one round
