@@ -25,7 +25,7 @@ from gptbook.train import TrainConfig, TrainingDiverged, TrainingInterrupted, tr
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 # help for the model's flags (GPTConfig's fields, inherited by TrainConfig)
 MODEL_HELP = {
-    "vocab_size": "vocabulary size (GPT-2's BPE; change only with another tokenizer)",
+    "vocab_size": "rows of the embedding: GPT-2's 50257 tokens, or more (50304, a multiple of 64, is faster on GPUs)",
     "block_size": "context length in tokens (short: on CPU every token costs a 50257-way softmax)",
     "n_layer": "Transformer blocks",
     "n_head": "attention heads per block",

@@ -22,6 +22,7 @@ from gptbook.device import DTYPES, autocast, process_device
 from gptbook.model import GPT, GPTConfig
 from gptbook.optim import configure_optimizer, get_lr
 from gptbook.rng import derive_seed, generator, lend_global_rng
+from gptbook.tokenizer import VOCAB_SIZE
 
 
 def arg(default, help: str, **kw):
@@ -73,6 +74,8 @@ class TrainConfig(GPTConfig):
         for name in ("max_iters", "min_lr", "weight_decay", "grad_clip", "warmup_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.vocab_size < VOCAB_SIZE:
+            raise ValueError(f"--vocab_size must be >= {VOCAB_SIZE}: GPT-2's token ids go up to {VOCAB_SIZE - 1}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         for name in ("beta1", "beta2"):
@@ -120,9 +123,6 @@ def estimate_loss(model, splits: dict, cfg: TrainConfig, device="cpu", autocast=
         out[name] = torch.stack(losses).mean().item()
     model.train(was_training)
     return out
-
-
-# ---------------------------------------------------------------- the trainer
 
 
 class Trainer:

@@ -104,6 +104,7 @@ def write(path, content):
         (None, ["--batch_size=0"], ["--batch_size must be >= 1, got 0"]),
         (None, ["--n_layer=-2"], ["n_layer must be >= 1"]),
         (None, ["--block_size=0"], ["block_size must be >= 1"]),
+        (None, ["--vocab_size=100"], ["--vocab_size must be >= 50257"]),
         (None, ["--max_iters=-1"], ["--max_iters must be >= 0"]),
         (None, ["--dtype=float16", "--device=cpu"], ["float16 needs a CUDA GPU", "bfloat16"]),
         (None, ["--temperature=-1"], ["temperature must be >= 0"]),
