@@ -160,6 +160,25 @@ class Trainer:
     def autocast(self):
         return autocast(self.device_type, self.cfg.dtype)
 
+    def start(self, checkpoint: dict | None = None) -> None:
+        """Resume (cfg.resume) or check that out_dir is writable; log the run; evaluate at step 0 (the curve starts)."""
+        cfg, n_params, n_body = self.cfg, self.model.num_params(), self.model.num_params(non_embedding=True)
+        if cfg.resume:
+            resume_trainer(self, checkpoint)
+        elif self.ckpt_path is not None and self.master:
+            check_writable(cfg.out_dir)
+        self.log(
+            f"{n_params / 1e6:.2f}M parameters ({n_body / 1e6:.2f}M without embeddings) | {self.device} {cfg.dtype} | "
+            f"{len(self.splits['train'])} train / {len(self.splits['val'])} val tokens | "
+            f"{self.tokens_per_step} tokens per step"
+        )
+        if cfg.resume:
+            self.log(f"resumed from {self.ckpt_path} at step {self.step}")
+            if self.step >= cfg.max_iters:
+                self.log(f"the checkpoint is at step {self.step}, max_iters is {cfg.max_iters}: nothing to train")
+        if not self.history and self.master:
+            self.history.append(self.evaluate(dict(step=0, lr=None, loss=None, grad_norm=None, tokens_per_s=None)))
+
     def train_step(self, stop: bool = False) -> tuple[dict, bool]:
         """One optimizer step over grad_accum_steps micro-batches; (its history entry, whether every process stops)."""
         cfg, t0, lr = self.cfg, time.perf_counter(), get_lr(self.step, self.cfg)
@@ -227,47 +246,23 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool = True, checkpoint=None, stop=None):
-    """Train for steps checkpoint-step .. cfg.max_iters; returns (model, history).
+    """Train from the checkpoint's step (or 0) to cfg.max_iters; returns (model, history).
 
-    model: a GPT built elsewhere (its config replaces cfg's model fields), or None to build one from cfg.
-    log: called with one string per event (start, every evaluation, end); None for silence.
-    progress: a tqdm bar (on a terminal only). checkpoint: an already loaded checkpoint for cfg.resume.
-    stop: called after each step; True: save a checkpoint and raise TrainingInterrupted (Ctrl-C in the CLI).
-    history: one dict per step: step (steps done), lr, loss, grad_norm, tokens_per_s, and train_loss, val_loss, ppl
-    (None except at evaluations; the first evaluation, step 0, has lr, loss, grad_norm and tokens_per_s None).
+    model: a GPT built elsewhere (its config replaces cfg's model fields). log: one string per event; None: silence.
+    progress: a tqdm bar on a terminal. checkpoint: already loaded, for cfg.resume. stop: asked after each step;
+    True: save and raise TrainingInterrupted (Ctrl-C in the CLI). history: one dict per step: step, lr, loss, grad_norm,
+    tokens_per_s, and train_loss, val_loss, ppl (None except at evaluations; at step 0, only these three).
     """
     t = Trainer(cfg, model, log)
-    cfg = t.cfg
-    if cfg.resume:
-        resume_trainer(t, checkpoint)
-    elif t.ckpt_path is not None and t.master:
-        check_writable(cfg.out_dir)
-    bar = tqdm(total=cfg.max_iters, initial=t.step, desc="train", unit="step", disable=True if not progress else None)
-    if not (t.master and not bar.disable and t.step < cfg.max_iters):
-        bar.close()
-        bar = None
-    else:  # log lines above the bar
-        log_below = t.log
-
-        def log_above(msg):
-            with bar.external_write_mode():
-                log_below(msg)
-
-        t.log = log_above
-    t.log(start_line(t))
-    if cfg.resume:
-        t.log(f"resumed from {t.ckpt_path} at step {t.step}")
-        if t.step >= cfg.max_iters:
-            t.log(f"the checkpoint is at step {t.step}, max_iters is {cfg.max_iters}: nothing to train")
-    if not t.history and t.master:  # a first evaluation at step 0: where the loss curve starts
-        t.history.append(t.evaluate(dict(step=0, lr=None, loss=None, grad_norm=None, tokens_per_s=None)))
+    t.start(checkpoint)
+    bar = progress_bar(t) if progress else None
     try:
-        while t.step < cfg.max_iters:
+        while t.step < t.cfg.max_iters:
             entry, stop_all = t.train_step(bool(stop and stop()))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
-            if t.master and (t.step % cfg.eval_interval == 0 or t.step == cfg.max_iters):
+            if t.master and (t.step % t.cfg.eval_interval == 0 or t.step == t.cfg.max_iters):
                 t.evaluate(entry)
                 t.save()
             if stop_all:
@@ -283,14 +278,20 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
     return t.model, t.history
 
 
-def start_line(t: Trainer) -> str:
-    """The run in one line: model size, device, data, tokens per step."""
-    n_params, n_body = t.model.num_params(), t.model.num_params(non_embedding=True)
-    n_train, n_val = len(t.splits["train"]), len(t.splits["val"])
-    return (
-        f"{n_params / 1e6:.2f}M parameters ({n_body / 1e6:.2f}M without embeddings) | {t.device} {t.cfg.dtype} | "
-        f"{n_train} train / {n_val} val tokens | {t.tokens_per_step} tokens per step"
-    )
+def progress_bar(t: Trainer):
+    """A tqdm bar for the steps left (process 0, on a terminal), the log written above it; None if not shown."""
+    bar = tqdm(total=t.cfg.max_iters, initial=t.step, desc="train", unit="step", disable=None)
+    if bar.disable or not t.master or t.step >= t.cfg.max_iters:
+        bar.close()
+        return None
+    log_below = t.log
+
+    def log_above(msg):
+        with bar.external_write_mode():
+            log_below(msg)
+
+    t.log = log_above
+    return bar
 
 
 if __name__ == "__main__":  # python -m gptbook.train: the command line lives in gptbook.cli, above this module
