@@ -23,7 +23,7 @@ main = train_main
 _spec = importlib.util.spec_from_file_location("bench", ROOT / "tools" / "bench.py")  # project tooling, not the package
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # see one_thread below
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # see one_thread in conftest.py
 TINY = dict(
     block_size=16, n_layer=1, n_head=2, n_embd=32, batch_size=4, eval_iters=2, max_new_tokens=0, lr=1e-2, warmup_iters=2
 )
@@ -32,15 +32,6 @@ TINY = dict(
 def tiny_argv(data, out_dir, **kw):
     flags = {**TINY, **kw}
     return [f"--data={data}", f"--out_dir={out_dir}"] + [f"--{k}={v}" for k, v in flags.items()]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast as two, and much faster when other processes share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

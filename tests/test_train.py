@@ -15,15 +15,6 @@ from gptbook.train import TrainConfig, Trainer, TrainingDiverged, configure_opti
 matplotlib.use("Agg")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast as two, and much faster when other processes share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # a model small enough that a step takes milliseconds (the 50257-word vocabulary still dominates)
 TINY = dict(block_size=16, n_layer=1, n_head=2, n_embd=32, batch_size=4, eval_iters=2, lr=1e-2, warmup_iters=2)
 
