@@ -170,3 +170,10 @@ def test_tampered_outputs_are_caught(tmp_path):
     failed = re.findall(r"^FAILED \S*altered\.ipynb::Cell (\d+)", out, re.MULTILINE)
     assert sorted(map(int, failed)) == sorted([num, word, fig]), out[-3000:]
     assert "drawn pixels" in out and "Xyzzy" in out and f"{len(cells) - 3} passed" in out, out[-3000:]
+
+
+def test_a_cell_can_let_quoted_picks_move():
+    ref, test = "layer 1 head 0: ' he' -> ' she' 0.82\n", "layer 1 head 0: ' he' -> \"'s\" 0.80\n"
+    assert compare_text(ref, test, Tolerance(quoted=True)) is None
+    assert compare_text(ref, test, TOL) is not None
+    assert compare_text(ref, "layer 1 head 1: ' he' -> ' she' 0.82\n", Tolerance(quoted=True)) is not None
