@@ -1,7 +1,12 @@
 import re
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +29,39 @@ def test_environment_yml_has_the_same_pins_as_requirements():
     for m in re.finditer(r"^\s+- ([\w.-]+)==([\w.+-]+)\s*$", (ROOT / "environment.yml").read_text(), re.M):
         env[m.group(1).lower()] = m.group(2)
     assert env == pins("requirements-dev.txt")
+
+
+def python_floor():
+    """The oldest Python that pyproject.toml's requires-python admits, e.g. "3.11"."""
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    m = re.fullmatch(r">=\s*(\d+\.\d+)", spec)
+    assert m, f"requires-python should be a plain lower bound, not {spec!r}"
+    return m.group(1)
+
+
+def test_requires_python_is_supported_by_every_pin():
+    """numpy 2.4, regex 2026, matplotlib 3.11 need Python 3.11: requires-python must not promise 3.10."""
+    floor, checked = Version(python_floor()), []
+    for name, version in pins("requirements-dev.txt").items():
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if Version(dist.version).public != version:
+            continue  # another version installed here: its metadata says nothing about the pin
+        if spec := dist.metadata.get("Requires-Python"):
+            assert floor in SpecifierSet(spec), f"{name}=={version} needs Python {spec}, requires-python admits {floor}"
+        checked.append(name)
+    assert {"numpy", "torch"} <= set(checked)
+
+
+def test_python_version_stated_alike():
+    floor = python_floor()
+    for doc in ("README.md", "intro.md"):
+        text = (ROOT / doc).read_text()
+        assert f"Python ≥ {floor}" in text and not re.search(r"Python ≥ (?!" + re.escape(floor) + ")", text), doc
+    assert f"- python={floor}\n" in (ROOT / "environment.yml").read_text()
+    assert f'target-version = "py{floor.replace(".", "")}"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_torch_pinned_exactly_and_pyproject_range_admits_it():
