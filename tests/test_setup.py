@@ -5,6 +5,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -80,3 +81,27 @@ def test_unit_tests_collect_without_pyyaml():
     code = "import sys, pytest; sys.modules['yaml'] = None; sys.exit(pytest.main(['--collect-only', '-q', 'tests']))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_sdist_carries_licence_tests_and_pins(tmp_path):
+    """The sdist: LICENSE, every test file (conftest.py too), the pinned requirements; SPDX metadata, no deprecation."""
+    import tarfile
+
+    import setuptools
+
+    if Version(setuptools.__version__) < Version("77"):
+        pytest.skip(f"setuptools {setuptools.__version__}: SPDX `license` needs >= 77 (pyproject's build-system)")
+    code = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "deprecat" not in (r.stdout + r.stderr).lower(), r.stderr[-3000:]
+    with tarfile.open(tmp_path / r.stdout.split()[-1]) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        names = {n.removeprefix(top + "/") for n in tar.getnames()}
+        pkg_info = tar.extractfile(f"{top}/PKG-INFO").read().decode()
+    tests = {f"tests/{p.name}" for p in (ROOT / "tests").glob("*.py")}
+    assert {"LICENSE", "requirements.txt", "requirements-dev.txt", "environment.yml", "tests/conftest.py"} <= names
+    assert tests <= names, sorted(tests - names)
+    assert "License-Expression: MIT" in pkg_info and "License-File: LICENSE" in pkg_info
+    assert f"Requires-Python: >={python_floor()}" in pkg_info
+    assert "Classifier: Programming Language :: Python :: 3 :: Only" in pkg_info
