@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NB_SANITIZE := notebooks/sanitize.cfg
 
-.PHONY: setup data test lint unit notebooks pairing book book-check train clean
+.PHONY: setup data test lint unit notebooks pairing book book-check lab train clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ book-check: book
 # Everything CI checks: lint, unit tests, every notebook under strict nbval, the jupytext pairing, the book
 # (built with warnings as errors, then checked page by page in a browser).
 test: lint unit notebooks pairing book-check
+
+# JupyterLab rooted at the repository, opening the first chapter. Rooted at notebooks/ (`jupyter lab notebooks/`),
+# jupytext would not see jupytext.toml, which lies above the server's root: no .md twin, no sync on save.
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. notebooks/00_preface.ipynb
 
 train: setup data
 	$(PY) -m gptbook.train --data the-verdict.txt --max_iters 30 --eval_interval 10 --eval_iters 5 \

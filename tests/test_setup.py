@@ -105,3 +105,19 @@ def test_sdist_carries_licence_tests_and_pins(tmp_path):
     assert "License-Expression: MIT" in pkg_info and "License-File: LICENSE" in pkg_info
     assert f"Requires-Python: >={python_floor()}" in pkg_info
     assert "Classifier: Programming Language :: Python :: 3 :: Only" in pkg_info
+
+
+def test_make_lab_keeps_the_jupytext_pairing():
+    """JupyterLab's jupytext looks for jupytext.toml only up to the server's root: `make lab` roots it at the repo."""
+    cm_class = pytest.importorskip("jupytext").TextFileContentsManager
+    target = r"^lab:.*\n\t\S*jupyter lab --ServerApp\.root_dir=(\S+) (\S+)$"
+    m = re.search(target, (ROOT / "Makefile").read_text(), re.M)
+    assert m, "Makefile: no `lab` target starting JupyterLab with an explicit root_dir"
+    root, notebook = (ROOT / m.group(1)).resolve(), m.group(2)
+    assert (root / notebook).is_file()
+    assert "ipynb,md:myst" in str(cm_class(root_dir=str(root)).get_config(notebook).formats)
+    # Rooted at notebooks/ (the old README's `jupyter lab notebooks/`), the pairing is off.
+    assert "md:myst" not in str(cm_class(root_dir=str(ROOT / "notebooks")).get_config("00_preface.ipynb").formats)
+    for doc in ("README.md", "intro.md"):
+        text = (ROOT / doc).read_text()
+        assert "make lab" in text and not re.search(r"^\s*\S*jupyter lab notebooks/", text, re.M), doc
