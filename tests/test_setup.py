@@ -121,3 +121,12 @@ def test_make_lab_keeps_the_jupytext_pairing():
     for doc in ("README.md", "intro.md"):
         text = (ROOT / doc).read_text()
         assert "make lab" in text and not re.search(r"^\s*\S*jupyter lab notebooks/", text, re.M), doc
+
+
+def test_environment_yml_installs_gptbook_itself():
+    """Without `-e .` the conda environment has every pin but not gptbook: the notebooks' imports fail."""
+    text = (ROOT / "environment.yml").read_text()
+    pip_lines = re.findall(r"^\s+- (\S.*?)\s*$", text.split("- pip:", 1)[1], re.M)
+    assert "-e ." in pip_lines, pip_lines
+    readme = (ROOT / "README.md").read_text()
+    assert "conda env create -f environment.yml && conda activate gptbook" in readme
