@@ -1,7 +1,7 @@
 """The book's links to its repository, all derived from `repository.url` in _config.yml, the one place it is set.
 
 Jupyter Book hands that URL to Sphinx as html_theme_options["repository_url"]. When it is set, this turns on the
-repository and issues buttons (the Binder and Colab launch buttons follow it by themselves), adds the Sphinx tag
+repository and issues buttons (the Binder and Colab launch buttons are built from it), adds the Sphinx tag
 `repository` and fills the MyST substitutions that intro.md uses inside its ```{only} repository``` blocks. When it
 is empty, there are no buttons and those blocks are left out: the book never points a reader at a made-up address.
 """
@@ -12,7 +12,7 @@ def links(url):
     url = (url or "").strip().rstrip("/")
     return {
         "repository_url": url,
-        "repository_link": f"<{url}>" if url else "",
+        "repository_link": f"[{url}]({url})" if url else "",
         "pip_install_from_repository": f"`%pip install git+{url}`" if url else "",
         "git_clone": f"`git clone {url}`" if url else "",
     }
@@ -25,6 +25,8 @@ def configure(app, config):
     config.html_theme_options["use_issues_button"] = bool(subs["repository_url"])
     if subs["repository_url"]:
         app.tags.add("repository")
+    else:  # the launch buttons need a repository (sphinx-book-theme fails on a page without one)
+        config.html_theme_options["launch_buttons"] = {}
     config.myst_substitutions = {**config.myst_substitutions, **subs}
 
 

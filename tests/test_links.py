@@ -63,18 +63,21 @@ def test_extension(url):
     ext = load_extension()
     tags = set()
     app = SimpleNamespace(tags=SimpleNamespace(add=tags.add))
-    config = SimpleNamespace(html_theme_options={"repository_url": url}, myst_substitutions={"other": "x"})
+    launch = {"binderhub_url": "https://mybinder.org", "colab_url": "https://colab.research.google.com"}
+    options = {"repository_url": url, "launch_buttons": launch}
+    config = SimpleNamespace(html_theme_options=options, myst_substitutions={"other": "x"})
     ext.configure(app, config)
     opts, subs = config.html_theme_options, config.myst_substitutions
     assert subs["other"] == "x"
     if not url:
         assert not tags and not opts["use_repository_button"] and not opts["use_issues_button"]
+        assert not opts["launch_buttons"]
         assert all(subs[k] == "" for k in ext.links(""))
     else:
         base = url.rstrip("/")
         assert tags == {"repository"} and opts["use_repository_button"] and opts["use_issues_button"]
         assert opts["repository_url"] == base and subs["pip_install_from_repository"] == f"`%pip install git+{base}`"
-        assert subs["git_clone"] == f"`git clone {base}`"
+        assert subs["git_clone"] == f"`git clone {base}`" and opts["launch_buttons"] == launch
 
 
 def test_package_urls_follow_the_config():
