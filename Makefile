@@ -9,7 +9,7 @@ NBVAL := PYTHONPATH=tools $(PY) -m pytest -q -p nbval_tolerant --nbval --nbval-c
 # measured to reproduce outputs made on one); elsewhere ATen's portable kernels and MKL's compatible code path.
 PERTURBED := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2" || echo "ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE")
 
-.PHONY: setup data test lint unit notebooks notebooks-perturbed pairing book book-check train clean
+.PHONY: setup data test lint unit notebooks notebooks-perturbed pairing book book-check lab train clean
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ book-check: book
 # (twice: as is, and with another CPU's float rounding), the jupytext pairing, the book (built with warnings as
 # errors, then checked page by page in a browser).
 test: lint unit notebooks notebooks-perturbed pairing book-check
+
+# JupyterLab rooted at the repository, opening the first chapter. Rooted at notebooks/ (`jupyter lab notebooks/`),
+# jupytext would not see jupytext.toml, which lies above the server's root: no .md twin, no sync on save.
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. notebooks/00_preface.ipynb
 
 train: setup data
 	$(PY) -m gptbook.train --data the-verdict.txt --max_iters 30 --eval_interval 10 --eval_iters 5 \

@@ -59,7 +59,16 @@ def toc_pages():
     return pages
 
 
+def repository_url():
+    """_config.yml's repository.url, the one place it is set ("" while there is no public repository)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    return ((config.get("repository") or {}).get("url") or "").strip().rstrip("/")
+
+
 PAGES = toc_pages() if RUN else []  # a plain `pytest tests` collects without PyYAML
+REPOSITORY = repository_url() if RUN else ""
 OTHER_PAGES = ["index", "genindex", "search"]  # redirect to the root page, Sphinx's index and search
 
 
@@ -223,10 +232,15 @@ def test_book_page(browser, site, docname):
             assert shown >= want, f"{docname}: {shown} figures shown, the notebook has {want} image outputs"
             assert page.locator("button.copybtn").count() > 0, f"{docname}: no copy buttons on code cells"
             hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
-            for launcher in ("colab.research.google.com/github/gptbook/", "mybinder.org/v2/gh/gptbook/"):
-                assert any(launcher in h and f"{docname}.ipynb" in h for h in hrefs), (
-                    f"{docname}: no launch link to {launcher}...{docname}.ipynb"
-                )
+            if REPOSITORY:  # launch buttons for the configured repository
+                name = "/".join(REPOSITORY.split("/")[-2:])  # owner/name
+                for launcher in (f"colab.research.google.com/github/{name}/", f"mybinder.org/v2/gh/{name}/"):
+                    assert any(launcher in h and f"{docname}.ipynb" in h for h in hrefs), (
+                        f"{docname}: no launch link to {launcher}...{docname}.ipynb"
+                    )
+            else:  # no repository configured: no launch buttons pointing at a made-up one
+                launch = [h for h in hrefs if "colab.research.google.com" in h or "mybinder.org" in h]
+                assert not launch, f"{docname}: launch links without a repository: {launch}"
 
         n_math = page.locator(".math").count()
         typeset = page.locator("mjx-container").count()

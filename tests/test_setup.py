@@ -1,7 +1,13 @@
 import re
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
+
+import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +32,39 @@ def test_environment_yml_has_the_same_pins_as_requirements():
     assert env == pins("requirements-dev.txt")
 
 
+def python_floor():
+    """The oldest Python that pyproject.toml's requires-python admits, e.g. "3.11"."""
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    m = re.fullmatch(r">=\s*(\d+\.\d+)", spec)
+    assert m, f"requires-python should be a plain lower bound, not {spec!r}"
+    return m.group(1)
+
+
+def test_requires_python_is_supported_by_every_pin():
+    """numpy 2.4, regex 2026, matplotlib 3.11 need Python 3.11: requires-python must not promise 3.10."""
+    floor, checked = Version(python_floor()), []
+    for name, version in pins("requirements-dev.txt").items():
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if Version(dist.version).public != version:
+            continue  # another version installed here: its metadata says nothing about the pin
+        if spec := dist.metadata.get("Requires-Python"):
+            assert floor in SpecifierSet(spec), f"{name}=={version} needs Python {spec}, requires-python admits {floor}"
+        checked.append(name)
+    assert {"numpy", "torch"} <= set(checked)
+
+
+def test_python_version_stated_alike():
+    floor = python_floor()
+    for doc in ("README.md", "intro.md"):
+        text = (ROOT / doc).read_text()
+        assert f"Python ≥ {floor}" in text and not re.search(r"Python ≥ (?!" + re.escape(floor) + ")", text), doc
+    assert f"- python={floor}\n" in (ROOT / "environment.yml").read_text()
+    assert f'target-version = "py{floor.replace(".", "")}"' in (ROOT / "pyproject.toml").read_text()
+
+
 def test_torch_pinned_exactly_and_pyproject_range_admits_it():
     assert pins("requirements.txt")["torch"] == "2.13.0"
     assert '"torch>=2.2,<2.14"' in (ROOT / "pyproject.toml").read_text()
@@ -42,3 +81,52 @@ def test_unit_tests_collect_without_pyyaml():
     code = "import sys, pytest; sys.modules['yaml'] = None; sys.exit(pytest.main(['--collect-only', '-q', 'tests']))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_sdist_carries_licence_tests_and_pins(tmp_path):
+    """The sdist: LICENSE, every test file (conftest.py too), the pinned requirements; SPDX metadata, no deprecation."""
+    import tarfile
+
+    import setuptools
+
+    if Version(setuptools.__version__) < Version("77"):
+        pytest.skip(f"setuptools {setuptools.__version__}: SPDX `license` needs >= 77 (pyproject's build-system)")
+    code = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "deprecat" not in (r.stdout + r.stderr).lower(), r.stderr[-3000:]
+    with tarfile.open(tmp_path / r.stdout.split()[-1]) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        names = {n.removeprefix(top + "/") for n in tar.getnames()}
+        pkg_info = tar.extractfile(f"{top}/PKG-INFO").read().decode()
+    tests = {f"tests/{p.name}" for p in (ROOT / "tests").glob("*.py")}
+    assert {"LICENSE", "requirements.txt", "requirements-dev.txt", "environment.yml", "tests/conftest.py"} <= names
+    assert tests <= names, sorted(tests - names)
+    assert "License-Expression: MIT" in pkg_info and "License-File: LICENSE" in pkg_info
+    assert f"Requires-Python: >={python_floor()}" in pkg_info
+    assert "Classifier: Programming Language :: Python :: 3 :: Only" in pkg_info
+
+
+def test_make_lab_keeps_the_jupytext_pairing():
+    """JupyterLab's jupytext looks for jupytext.toml only up to the server's root: `make lab` roots it at the repo."""
+    cm_class = pytest.importorskip("jupytext").TextFileContentsManager
+    target = r"^lab:.*\n\t\S*jupyter lab --ServerApp\.root_dir=(\S+) (\S+)$"
+    m = re.search(target, (ROOT / "Makefile").read_text(), re.M)
+    assert m, "Makefile: no `lab` target starting JupyterLab with an explicit root_dir"
+    root, notebook = (ROOT / m.group(1)).resolve(), m.group(2)
+    assert (root / notebook).is_file()
+    assert "ipynb,md:myst" in str(cm_class(root_dir=str(root)).get_config(notebook).formats)
+    # Rooted at notebooks/ (the old README's `jupyter lab notebooks/`), the pairing is off.
+    assert "md:myst" not in str(cm_class(root_dir=str(ROOT / "notebooks")).get_config("00_preface.ipynb").formats)
+    for doc in ("README.md", "intro.md"):
+        text = (ROOT / doc).read_text()
+        assert "make lab" in text and not re.search(r"^\s*\S*jupyter lab notebooks/", text, re.M), doc
+
+
+def test_environment_yml_installs_gptbook_itself():
+    """Without `-e .` the conda environment has every pin but not gptbook: the notebooks' imports fail."""
+    text = (ROOT / "environment.yml").read_text()
+    pip_lines = re.findall(r"^\s+- (\S.*?)\s*$", text.split("- pip:", 1)[1], re.M)
+    assert "-e ." in pip_lines, pip_lines
+    readme = (ROOT / "README.md").read_text()
+    assert "conda env create -f environment.yml && conda activate gptbook" in readme
