@@ -37,8 +37,8 @@ MODEL_HELP = {
     "chunked_loss": "faster, leaner: LM head + cross-entropy in chunks, no (B*T, vocab) logits",
 }
 CHOICES = {"attn_impl": ("sdpa", "explicit"), "pos_emb": ("learned", "rope")}
-# choices about this run, not the training: on --resume they come from the command line, never from the checkpoint
-RUNTIME_KEYS = ("out_dir", "resume", "device", "dtype", "compile", "chunked_loss")
+# on --resume every other setting comes from the checkpoint unless its flag is given
+RUNTIME_KEYS = ("out_dir", "resume")
 
 
 class CliParser(argparse.ArgumentParser):
@@ -81,9 +81,12 @@ def add_sampling_args(p, prompt=True):
                    "probability (default: off)")  # fmt: skip
 
 
-def sampling_from_args(a) -> Sampling:
+def sampling_from_args(a, seed: int) -> Sampling:
+    """The Sampling flags, checked, and the sampler's seed (torch takes 64 bits at most)."""
     if a.max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {a.max_new_tokens}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {seed}")
     return Sampling(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p)
 
 
@@ -173,7 +176,16 @@ def config_from_args(passed: dict) -> tuple[TrainConfig, dict | None]:
         raise FileNotFoundError(f"--resume: no checkpoint at {path}; train without --resume first")
     ckpt = load_checkpoint(path)
     saved = {k: v for k, v in ckpt["config"].items() if k in fields and k not in RUNTIME_KEYS}
-    return TrainConfig(**{**saved, **passed}), ckpt
+    try:
+        TrainConfig(**saved)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a usable gptbook checkpoint: config ({one_line(e)})") from None
+    cfg = TrainConfig(**{**saved, **passed})
+    if os.environ.get("RANK", "0") == "0":
+        given = ", ".join(f"--{k}" for k in passed if k not in RUNTIME_KEYS) or "none"
+        print(f"resume: settings from {path} except the flags given ({given}): dtype {cfg.dtype}, device "
+              f"{cfg.device}, chunked_loss {cfg.chunked_loss}, compile {cfg.compile}")  # fmt: skip
+    return cfg, ckpt
 
 
 def train_main(argv=None) -> int:
@@ -183,8 +195,8 @@ def train_main(argv=None) -> int:
 def _train(argv):
     a = train_parser().parse_args(argv)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    sampling = sampling_from_args(a)
     cfg, ckpt = config_from_args({k: v for k, v in vars(a).items() if k in fields})
+    sampling = sampling_from_args(a, cfg.seed)
     ids = prompt_ids(a.prompt, cfg.block_size, note) if a.max_new_tokens > 0 else None  # fail early
     device = resolve_device(cfg.device)
     if device == "cpu":
@@ -228,7 +240,7 @@ def generate_main(argv=None) -> int:
 
 def _generate(argv):
     a = generate_parser().parse_args(argv)
-    sampling = sampling_from_args(a)
+    sampling = sampling_from_args(a, a.seed + a.num_samples)
     if a.num_samples < 1:
         raise ValueError(f"--num_samples must be >= 1, got {a.num_samples}")
     device = resolve_device(a.device)

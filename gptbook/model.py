@@ -1,5 +1,6 @@
 """A GPT-2 style decoder-only Transformer; parameter names match GPT-2's checkpoints."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ class GPTConfig:
     chunked_loss: bool = False  # chapter 09's fast path: LM head + cross-entropy in chunks (gptbook.fused_loss)
 
     def __post_init__(self):
+        check_numbers(self)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -38,6 +40,17 @@ class GPTConfig:
             raise ValueError(f"pos_emb must be 'learned' or 'rope', got {self.pos_emb!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError("rope needs an even head size (n_embd // n_head)")
+
+
+def check_numbers(config) -> None:
+    """Every number field of a config dataclass (a subclass's too) has its default's type and is finite."""
+    flag = "--" if type(config) is not GPTConfig else ""  # TrainConfig's fields are command-line flags
+    for f in dataclasses.fields(config):
+        v, kind = getattr(config, f.name), type(f.default)
+        if kind in (bool, int, float) and not (type(v) is kind or (kind is float and type(v) is int)):
+            raise ValueError(f"{flag}{f.name} must be {kind.__name__}, got {v!r}")
+        if kind is float and not math.isfinite(v):
+            raise ValueError(f"{flag}{f.name} must be a finite number, got {v}")
 
 
 def rope_tables(block_size: int, head_size: int, base: float = 10000.0):
