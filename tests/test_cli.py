@@ -98,7 +98,7 @@ def write(path, content):
         (None, ["--vocab_size=100"], ["--vocab_size must be >= 50257"]),
         (None, ["--max_iters=-1"], ["--max_iters must be >= 0"]),
         (None, ["--dtype=float16", "--device=cpu"], ["float16 needs a CUDA GPU", "bfloat16"]),
-        (None, ["--temperature=-1"], ["temperature must be >= 0"]),
+        (None, ["--temperature=-1"], ["temperature must be 0 (greedy) or a finite number >= 1e-4"]),
         (None, ["--top_p=0"], ["top_p must be in (0, 1]"]),
         (None, ["--top_p=1.5"], ["top_p must be in (0, 1]"]),
         (None, ["--top_k=0"], ["top_k must be >= 1"]),
@@ -188,7 +188,7 @@ def test_generate_as_a_real_process_is_reproducible(trained, capsys):
 @pytest.mark.parametrize(
     "flags, needles",
     [
-        (["--temperature=-0.5"], ["temperature must be >= 0"]),
+        (["--temperature=-0.5"], ["temperature must be 0 (greedy) or a finite number >= 1e-4"]),
         (["--top_p=0"], ["top_p must be in (0, 1]"]),
         (["--top_k=0"], ["top_k must be >= 1"]),
         (["--min_p=2"], ["min_p must be in [0, 1]"]),

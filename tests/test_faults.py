@@ -200,7 +200,6 @@ def out_dir_with(tmp_path, ckpt_dict) -> Path:
 # ---------------------------------------------------------------- 1. a NaN model saved as the last good checkpoint
 
 
-@known(1, "a NaN evaluation is saved as 'the last good checkpoint'; check finiteness before save()")
 def test_a_diverged_model_is_never_saved(tmp_path, capsys):
     argv = train_argv(tmp_path, "--eval_interval=1", "--lr=1e6", "--grad_clip=0", "--warmup_iters=0", "--max_iters=4")
     line = one_error(cli("train", *argv), "diverged", code=1)
@@ -218,7 +217,6 @@ def test_a_diverged_model_is_never_saved(tmp_path, capsys):
 # ---------------------------------------------------------------- 2 and 7. atomic saves: two writers, fsync, symlinks
 
 
-@known(2, "both runs write the same ckpt.pt.tmp; unique O_EXCL temp names + a lock on out_dir (or last-writer-wins)")
 def test_two_runs_on_one_out_dir_never_leave_an_unloadable_file(tmp_path):
     """Two long runs on one out_dir, each saving every step, for 2 s side by side; a reader loads ckpt.pt meanwhile.
 
@@ -257,7 +255,6 @@ def test_two_runs_on_one_out_dir_never_leave_an_unloadable_file(tmp_path):
     assert_disk_ok(tmp_path)
 
 
-@known(2, "no fsync of the temp file before os.replace; flush + os.fsync(f.fileno()) then replace")
 def test_the_checkpoint_is_fsynced_before_the_rename(tmp_path, capsys, monkeypatch):
     synced, unsynced_renames, renames = set(), [], []
     real_fsync, real_replace, real_rename = os.fsync, os.replace, os.rename
@@ -285,7 +282,6 @@ def test_the_checkpoint_is_fsynced_before_the_rename(tmp_path, capsys, monkeypat
     assert not unsynced_renames
 
 
-@known(7, "a symlink planted at the fixed temp name is followed; create temp files with O_EXCL, unique names")
 @pytest.mark.parametrize("planted", ["ckpt.pt.tmp", "history.json.tmp"])
 def test_a_planted_symlink_is_not_followed(tmp_path, capsys, planted):
     out, victim = tmp_path / "out", tmp_path / "victim.txt"
@@ -329,7 +325,6 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-@known(3, "torch.save on a full disk: 'inline_container.cc unexpected pos' traceback; turn it into OSError(ENOSPC)")
 def test_a_full_disk_during_a_save_is_one_line_and_loses_nothing(small_disk, tmp_path):
     argv = ["--eval_interval=1"]
     if small_disk is not None:  # the first save fits, the second does not: the first must survive
@@ -381,7 +376,6 @@ GENERATE_CASES = {  # a damage, and what the one line must name
 }
 
 
-@known(4, "only top-level keys are checked; validate model_config (keys, types, ranges) against the weights")
 @pytest.mark.parametrize("case", GENERATE_CASES)
 def test_generate_on_a_malformed_checkpoint_is_one_line(ckpt, tmp_path, capsys, case):
     damage, pattern = GENERATE_CASES[case]
@@ -405,7 +399,6 @@ RESUME_CASES = {
 }
 
 
-@known(4, "resume reads optimizer/step/history/rng unchecked; validate every field's type and shape on load")
 @pytest.mark.parametrize("case", RESUME_CASES)
 def test_resume_from_a_malformed_checkpoint_is_one_line(ckpt, tmp_path, capsys, case):
     damage, pattern = RESUME_CASES[case]
@@ -420,12 +413,12 @@ def test_resume_from_a_malformed_checkpoint_is_one_line(ckpt, tmp_path, capsys, 
 
 
 NONFINITE_TRAIN = [
-    pytest.param("--temperature=nan", "temperature", marks=known(5, "nan < 0 is False: use `not x >= 0` checks")),
-    pytest.param("--lr=inf", "--lr", marks=known(5, "lr inf passes `lr <= 0`: require math.isfinite")),
-    pytest.param("--lr=nan", "--lr", marks=known(5, "extra: torch's 'Invalid learning rate: nan', no flag named")),
-    pytest.param("--weight_decay=nan", "--weight_decay", marks=known(5, "nan passes `< 0`")),
-    pytest.param("--min_lr=nan", "--min_lr", marks=known(5, "nan passes `< 0`")),
-    pytest.param("--grad_clip=nan", "--grad_clip", marks=known(5, "nan passes `< 0`: silently no clipping")),
+    pytest.param("--temperature=nan", "temperature"),
+    pytest.param("--lr=inf", "--lr"),
+    pytest.param("--lr=nan", "--lr"),
+    pytest.param("--weight_decay=nan", "--weight_decay"),
+    pytest.param("--min_lr=nan", "--min_lr"),
+    pytest.param("--grad_clip=nan", "--grad_clip"),
     pytest.param("--beta1=nan", "--beta1"),  # these hold already
     pytest.param("--dropout=nan", "dropout"),
     pytest.param("--top_p=nan", "top_p"),
@@ -441,8 +434,8 @@ def test_train_rejects_a_non_finite_flag_before_training(tmp_path, capsys, flag,
 
 
 NONFINITE_GENERATE = [
-    pytest.param("--temperature=nan", marks=known(5, "generate --temperature nan: multinomial traceback")),
-    pytest.param("--temperature=inf", marks=known(5, "extra: --temperature inf accepted, samples uniform noise")),
+    pytest.param("--temperature=nan"),
+    pytest.param("--temperature=inf"),
 ]
 
 
@@ -452,7 +445,6 @@ def test_generate_rejects_a_non_finite_temperature(trained, capsys, flag):
     one_error(r, "temperature", code=2)
 
 
-@known(5, "extra: --temperature 1e-300 overflows logits/T to inf -> NaN probabilities -> multinomial traceback")
 def test_generate_with_a_tiny_temperature_works_or_says_why(trained, capsys):
     argv = [f"--ckpt={trained / 'ckpt.pt'}", "--max_new_tokens=3", "--temperature=1e-300"]
     r = in_process(generate_main, argv, capsys)
@@ -528,7 +520,6 @@ def test_a_frozen_ddp_rank_does_not_hang_the_other(tmp_path):
 # ---------------------------------------------------------------- 9. --resume and the runtime flags
 
 
-@known(9, "RUNTIME_KEYS drops dtype/chunked_loss/device/compile on resume; take them from the checkpoint + say so")
 def test_resume_takes_runtime_flags_from_the_checkpoint_and_says_so(tmp_path, capsys):
     r = in_process(train_main, train_argv(tmp_path, "--chunked_loss", "--dtype=bfloat16", "--device=cpu"), capsys)
     assert r.rc == 0, r.err
@@ -586,7 +577,6 @@ def test_a_huge_loss_prints_a_readable_perplexity(ckpt, tmp_path, capsys):
     assert not re.search(r"\d{16}", r.out), r.out
 
 
-@known(11, "--seed 2**64: 'Overflow when unpacking long long' without the flag; check the range in the config")
 @pytest.mark.parametrize("which", ["train", "generate"])
 def test_an_out_of_range_seed_names_the_flag(trained, tmp_path, capsys, which):
     seed = f"--seed={2**64}"
@@ -621,14 +611,12 @@ def test_a_code_carrying_pickle_never_runs(code_pickle, capsys):
     assert not marker.exists()
 
 
-@known(11, "a pickle with code is called 'corrupt' + torch's text cut mid-sentence; say it holds code, refused")
 def test_a_code_carrying_pickle_is_named_for_what_it_is(code_pickle, capsys):
     path, _ = code_pickle
     line = one_error(in_process(generate_main, [f"--ckpt={path}"], capsys), r"code|unsafe|trust", code=2)
     assert "corrupt" not in line and "\x1b" not in line and "PyTorch 2.6" not in line
 
 
-@known(11, "a failed history.json write hides that ckpt.pt was saved and leaves history.json.tmp behind")
 def test_a_failed_history_write_says_the_checkpoint_was_saved(tmp_path, capsys):
     (tmp_path / "history.json").mkdir()  # the rename onto it fails
     r = in_process(train_main, train_argv(tmp_path, "--eval_interval=2"), capsys)
@@ -661,7 +649,6 @@ def test_end_of_text_in_the_data_names_the_file(tmp_path, capsys):
         assert "allow_eot" not in r.err
 
 
-@known(11, "extra: out_dir/ckpt.pt is a folder: the whole run trains, then the save fails; check_writable it")
 def test_a_folder_in_the_checkpoints_place_fails_before_training(tmp_path, capsys):
     (tmp_path / "ckpt.pt").mkdir()
     r = in_process(train_main, train_argv(tmp_path), capsys)
