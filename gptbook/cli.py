@@ -51,6 +51,8 @@ def run_cli(body, argv=None) -> int:
     """Run a CLI body: expected failures become one line on stderr and an exit code, never a traceback."""
     rank = os.environ.get("RANK", "0")
     who = "" if rank == "0" else f"[rank {rank}] "
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C: KeyboardInterrupt again (see __init__)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return body(argv) or 0
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2)
@@ -60,12 +62,18 @@ def run_cli(body, argv=None) -> int:
             print(f"interrupted: {e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"{who}interrupted: stopped at once, nothing saved", file=sys.stderr)
+        print(f"{who}interrupted: stopped at once, nothing saved since the last checkpoint", file=sys.stderr)
         return 130
-    except (TrainingDiverged, ValueError, OSError, OutOfMemoryError) as e:
-        if os.environ.get("GPTBOOK_DEBUG"):
+    except (TrainingDiverged, ValueError, OSError, RuntimeError) as e:  # RuntimeError: out of memory only
+        oom = isinstance(e, OutOfMemoryError) or "can't allocate memory" in str(e)
+        if os.environ.get("GPTBOOK_DEBUG") or (isinstance(e, RuntimeError) and not oom):
             raise
-        print(f"{who}error: {one_line(e, 1000)}", file=sys.stderr)
+        why = (
+            f"out of memory ({one_line(e, 200)}); try a smaller --batch_size or --block_size"
+            if oom
+            else one_line(e, 1000)
+        )
+        print(f"{who}error: {why}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
 
 
@@ -201,10 +209,10 @@ def _train(argv):
     device = resolve_device(cfg.device)
     if device == "cpu":
         keep_freed_memory()
-    with distributed(device) as (rank, world), StopOnSignal() as stop:
+    with distributed(device) as (rank, world):
         t0, start = time.perf_counter(), ckpt["step"] if ckpt else 0
-        log = print if rank == 0 else None
-        model, history = train(cfg, log=log, checkpoint=ckpt, stop=lambda: stop.requested)
+        with StopOnSignal() as stop:
+            model, history = train(cfg, log=print if rank == 0 else None, checkpoint=ckpt, stop=lambda: stop.requested)
         steps = max(0, history[-1]["step"] - start) if history else 0
         if rank == 0 and steps:
             dt = time.perf_counter() - t0
@@ -213,8 +221,11 @@ def _train(argv):
         if a.print_digest:
             print(f"rank {rank} parameter sha256 {param_digest(model)}", flush=True)
         if rank == 0 and ids is not None:
-            text = sample_text(model, ids, a.max_new_tokens, sampling, cfg.seed)
-            print(f"--- sample ---\n{text}")
+            try:
+                print(f"--- sample ---\n{sample_text(model, ids, a.max_new_tokens, sampling, cfg.seed)}")
+            except KeyboardInterrupt:
+                kept = f"{Path(cfg.out_dir) / CKPT_NAME} (step {history[-1]['step']})" if cfg.out_dir else "nothing"
+                raise TrainingInterrupted(f"stopped during the sample; training is done and {kept} saved") from None
 
 
 # ---------------------------------------------------------------- python -m gptbook.generate

@@ -49,6 +49,8 @@ def check_numbers(config) -> None:
         v, kind = getattr(config, f.name), type(f.default)
         if kind in (bool, int, float) and not (type(v) is kind or (kind is float and type(v) is int)):
             raise ValueError(f"{flag}{f.name} must be {kind.__name__}, got {v!r}")
+        if kind is int and not -(2**63) <= v < 2**63:  # what torch takes
+            raise ValueError(f"{flag}{f.name} must fit in 64 bits, got {v}")
         if kind is float and not math.isfinite(v):
             raise ValueError(f"{flag}{f.name} must be a finite number, got {v}")
 
