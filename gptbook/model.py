@@ -55,6 +55,20 @@ def check_numbers(config) -> None:
             raise ValueError(f"{flag}{f.name} must be a finite number, got {v}")
 
 
+def check_input(idx, cache, vocab_size: int) -> None:
+    """Clear errors for misuse from Python: idx (B, T) ids below vocab_size, a KVCache at a position >= 0."""
+    if idx.dim() != 2:
+        raise ValueError(f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}; add a batch dimension")
+    if cache is not None and not hasattr(cache, "update"):
+        raise ValueError(f"cache must be a gptbook.sampling.KVCache(config, batch_size), got {type(cache).__name__}")
+    if cache is not None and cache.pos < 0:
+        raise ValueError(f"cache.pos must be >= 0, got {cache.pos}")
+    if idx.numel() and not getattr(torch.compiler, "is_compiling", lambda: False)():  # compiled: no graph break
+        lo, hi = idx.min().item(), idx.max().item()
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"token ids must be in [0, vocab_size {vocab_size}), got {lo if lo < 0 else hi}")
+
+
 def rope_tables(block_size: int, head_size: int, base: float = 10000.0):
     """cos and sin of angle pos * base^(-2i/hs) for every position and pair of channels: each (T, hs/2)."""
     inv_freq = base ** (-torch.arange(0, head_size, 2).float() / head_size)
@@ -198,6 +212,7 @@ class GPT(nn.Module):
         last_only: logits of the last position only, (B, 1, vocab): all that generation needs.
         With config.chunked_loss and targets, logits are not computed: (None, loss).
         """
+        check_input(idx, cache, self.config.vocab_size)
         B, T = idx.size()
         pos = 0 if cache is None else cache.pos
         if last_only and targets is not None:

@@ -120,6 +120,8 @@ def generate(
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(f"idx must be (B, T) prompt ids with at least one token, got shape {tuple(idx.shape)}")
     block_size = model.config.block_size
     was_training = model.training
     model.eval()

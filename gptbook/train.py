@@ -229,7 +229,7 @@ class Trainer:
         width = len(str(self.cfg.max_iters))
         self.log(
             f"step {self.step:>{width}}/{self.cfg.max_iters} | train {losses['train']:.4f} | "
-            f"val {losses['val']:.4f} | ppl {entry['ppl']:.1f}{lr}"
+            f"val {losses['val']:.4f} | ppl {entry['ppl']:.{'1f' if entry['ppl'] < 1e7 else '3g'}}{lr}"
         )
         return entry
 
