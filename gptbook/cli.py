@@ -6,6 +6,7 @@ What no chapter builds lives here: argument parsing, the error policy, signal ha
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import os
 import signal
 import sys
@@ -39,6 +40,7 @@ MODEL_HELP = {
 CHOICES = {"attn_impl": ("sdpa", "explicit"), "pos_emb": ("learned", "rope")}
 # on --resume every other setting comes from the checkpoint unless its flag is given
 RUNTIME_KEYS = ("out_dir", "resume")
+DDP_TIMEOUT = 600  # seconds a process waits in a collective (rank 0 evaluates and saves while the others wait)
 
 
 class CliParser(argparse.ArgumentParser):
@@ -64,15 +66,16 @@ def run_cli(body, argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{who}interrupted: stopped at once, nothing saved since the last checkpoint", file=sys.stderr)
         return 130
-    except (TrainingDiverged, ValueError, OSError, RuntimeError) as e:  # RuntimeError: out of memory only
+    except (TrainingDiverged, ValueError, OSError, RuntimeError) as e:  # RuntimeError: out of memory, lost peer only
         oom = isinstance(e, OutOfMemoryError) or "can't allocate memory" in str(e)
-        if os.environ.get("GPTBOOK_DEBUG") or (isinstance(e, RuntimeError) and not oom):
+        lost = isinstance(e, dist.DistBackendError)  # a collective timed out: a peer froze or died
+        if os.environ.get("GPTBOOK_DEBUG") or (isinstance(e, RuntimeError) and not (oom or lost)):
             raise
-        why = (
-            f"out of memory ({one_line(e, 200)}); try a smaller --batch_size or --block_size"
-            if oom
-            else one_line(e, 1000)
-        )
+        why = one_line(e, 1000)
+        if oom:
+            why = f"out of memory ({one_line(e, 200)}); try a smaller --batch_size or --block_size"
+        if lost:
+            why = f"another process did not respond within {DDP_TIMEOUT} s ({one_line(e, 200)})"
         print(f"{who}error: {why}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
 
@@ -110,15 +113,25 @@ def note(msg: str) -> None:
 
 
 class StopOnSignal:
-    """First Ctrl-C (SIGINT) or SIGTERM: ask training to finish the step, save and stop. A second Ctrl-C: at once."""
+    """First Ctrl-C (SIGINT) or SIGTERM: ask training to finish the step, save and stop. A second Ctrl-C: at once.
 
-    def __init__(self):
-        self.requested, self.previous = False, {}
+    grace (under torchrun): if no step has ended `grace` s after the request, this process is blocked in a
+    collective on a frozen or dead peer, where no Python handler runs; a thread woken by the signal (wakeup fd)
+    then says so in one line and exits.
+    """
+
+    def __init__(self, grace: float | None = None):
+        self.requested, self.asks, self.previous, self.grace = False, 0, {}, grace
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
+            if self.grace is not None:
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                self.previous["fd"] = signal.set_wakeup_fd(w)
+                threading.Thread(target=self._watch, args=(r,), daemon=True).start()
         return self
 
     def _handle(self, signum, frame):
@@ -126,9 +139,27 @@ class StopOnSignal:
             raise KeyboardInterrupt
         self.requested = True
 
+    def asked(self) -> bool:
+        """Training asks before each step: stop now?"""
+        self.asks += 1
+        return self.requested
+
+    def _watch(self, r):
+        os.read(r, 1)  # a signal came: its C handler wrote here, even if the main thread is stuck in C++
+        asks = self.asks
+        time.sleep(self.grace)
+        if self.asks == asks and self.previous:  # no step ended since: blocked
+            rank = os.environ.get("RANK", "0")
+            note(f"error: rank {rank} still waits {self.grace:.0f} s after the stop request: another process does "
+                 f"not respond (frozen or dead?); exiting without saving")  # fmt: skip
+            os._exit(1)
+
     def __exit__(self, *exc):
+        if "fd" in self.previous:
+            signal.set_wakeup_fd(self.previous.pop("fd"))
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        self.previous = {}
 
 
 @contextlib.contextmanager
@@ -139,7 +170,8 @@ def distributed(device: str):
         return
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    # a frozen or dead peer: collectives fail after DDP_TIMEOUT, not gloo's default 30 minutes
+    dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=datetime.timedelta(seconds=DDP_TIMEOUT))
     try:
         yield dist.get_rank(), dist.get_world_size()
     finally:
@@ -211,8 +243,8 @@ def _train(argv):
         keep_freed_memory()
     with distributed(device) as (rank, world):
         t0, start = time.perf_counter(), ckpt["step"] if ckpt else 0
-        with StopOnSignal() as stop:
-            model, history = train(cfg, log=print if rank == 0 else None, checkpoint=ckpt, stop=lambda: stop.requested)
+        with StopOnSignal(grace=5 if world > 1 else None) as stop:
+            model, history = train(cfg, log=print if rank == 0 else None, checkpoint=ckpt, stop=stop.asked)
         steps = max(0, history[-1]["step"] - start) if history else 0
         if rank == 0 and steps:
             dt = time.perf_counter() - t0
