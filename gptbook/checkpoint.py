@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -10,6 +9,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 from gptbook.model import GPT, GPTConfig
 from gptbook.rng import derive_seed
@@ -36,7 +41,7 @@ def write_atomic(path: Path, write) -> None:
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -152,8 +157,11 @@ def lock_out_dir(out_dir):
     check_writable(out_dir)
     with open(Path(out_dir) / LOCK_NAME, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        except (BlockingIOError, PermissionError):  # held by another process
             f.seek(0)
             who = f.read().strip() or "another process"
             raise OSError(f"--out_dir {out_dir} is in use by another run ({who}); wait or pick another") from None
