@@ -6,6 +6,7 @@ What no chapter builds lives here: argument parsing, the error policy, signal ha
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import os
 import signal
 import sys
@@ -37,8 +38,9 @@ MODEL_HELP = {
     "chunked_loss": "faster, leaner: LM head + cross-entropy in chunks, no (B*T, vocab) logits",
 }
 CHOICES = {"attn_impl": ("sdpa", "explicit"), "pos_emb": ("learned", "rope")}
-# choices about this run, not the training: on --resume they come from the command line, never from the checkpoint
-RUNTIME_KEYS = ("out_dir", "resume", "device", "dtype", "compile", "chunked_loss")
+# on --resume every other setting comes from the checkpoint unless its flag is given
+RUNTIME_KEYS = ("out_dir", "resume")
+DDP_TIMEOUT = 600  # seconds a process waits in a collective (rank 0 evaluates and saves while the others wait)
 
 
 class CliParser(argparse.ArgumentParser):
@@ -51,6 +53,8 @@ def run_cli(body, argv=None) -> int:
     """Run a CLI body: expected failures become one line on stderr and an exit code, never a traceback."""
     rank = os.environ.get("RANK", "0")
     who = "" if rank == "0" else f"[rank {rank}] "
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C: KeyboardInterrupt again (see __init__)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return body(argv) or 0
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2)
@@ -60,12 +64,19 @@ def run_cli(body, argv=None) -> int:
             print(f"interrupted: {e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"{who}interrupted: stopped at once, nothing saved", file=sys.stderr)
+        print(f"{who}interrupted: stopped at once, nothing saved since the last checkpoint", file=sys.stderr)
         return 130
-    except (TrainingDiverged, ValueError, OSError, OutOfMemoryError) as e:
-        if os.environ.get("GPTBOOK_DEBUG"):
+    except (TrainingDiverged, ValueError, OSError, RuntimeError) as e:  # RuntimeError: out of memory, lost peer only
+        oom = isinstance(e, OutOfMemoryError) or "can't allocate memory" in str(e)
+        lost = isinstance(e, dist.DistBackendError)  # a collective timed out: a peer froze or died
+        if os.environ.get("GPTBOOK_DEBUG") or (isinstance(e, RuntimeError) and not (oom or lost)):
             raise
-        print(f"{who}error: {one_line(e, 1000)}", file=sys.stderr)
+        why = one_line(e, 1000)
+        if oom:
+            why = f"out of memory ({one_line(e, 200)}); try a smaller --batch_size or --block_size"
+        if lost:
+            why = f"another process did not respond within {DDP_TIMEOUT} s ({one_line(e, 200)})"
+        print(f"{who}error: {why}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
 
 
@@ -81,9 +92,12 @@ def add_sampling_args(p, prompt=True):
                    "probability (default: off)")  # fmt: skip
 
 
-def sampling_from_args(a) -> Sampling:
+def sampling_from_args(a, seed: int) -> Sampling:
+    """The Sampling flags, checked, and the sampler's seed (torch takes 64 bits at most)."""
     if a.max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {a.max_new_tokens}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {seed}")
     return Sampling(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p)
 
 
@@ -99,15 +113,25 @@ def note(msg: str) -> None:
 
 
 class StopOnSignal:
-    """First Ctrl-C (SIGINT) or SIGTERM: ask training to finish the step, save and stop. A second Ctrl-C: at once."""
+    """First Ctrl-C (SIGINT) or SIGTERM: ask training to finish the step, save and stop. A second Ctrl-C: at once.
 
-    def __init__(self):
-        self.requested, self.previous = False, {}
+    grace (under torchrun): if no step has ended `grace` s after the request, this process is blocked in a
+    collective on a frozen or dead peer, where no Python handler runs; a thread woken by the signal (wakeup fd)
+    then says so in one line and exits.
+    """
+
+    def __init__(self, grace: float | None = None):
+        self.requested, self.asks, self.previous, self.grace = False, 0, {}, grace
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
+            if self.grace is not None:
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                self.previous["fd"] = signal.set_wakeup_fd(w)
+                threading.Thread(target=self._watch, args=(r,), daemon=True).start()
         return self
 
     def _handle(self, signum, frame):
@@ -115,9 +139,27 @@ class StopOnSignal:
             raise KeyboardInterrupt
         self.requested = True
 
+    def asked(self) -> bool:
+        """Training asks before each step: stop now?"""
+        self.asks += 1
+        return self.requested
+
+    def _watch(self, r):
+        os.read(r, 1)  # a signal came: its C handler wrote here, even if the main thread is stuck in C++
+        asks = self.asks
+        time.sleep(self.grace)
+        if self.asks == asks and self.previous:  # no step ended since: blocked
+            rank = os.environ.get("RANK", "0")
+            note(f"error: rank {rank} still waits {self.grace:.0f} s after the stop request: another process does "
+                 f"not respond (frozen or dead?); exiting without saving")  # fmt: skip
+            os._exit(1)
+
     def __exit__(self, *exc):
+        if "fd" in self.previous:
+            signal.set_wakeup_fd(self.previous.pop("fd"))
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        self.previous = {}
 
 
 @contextlib.contextmanager
@@ -128,7 +170,8 @@ def distributed(device: str):
         return
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    # a frozen or dead peer: collectives fail after DDP_TIMEOUT, not gloo's default 30 minutes
+    dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=datetime.timedelta(seconds=DDP_TIMEOUT))
     try:
         yield dist.get_rank(), dist.get_world_size()
     finally:
@@ -173,7 +216,16 @@ def config_from_args(passed: dict) -> tuple[TrainConfig, dict | None]:
         raise FileNotFoundError(f"--resume: no checkpoint at {path}; train without --resume first")
     ckpt = load_checkpoint(path)
     saved = {k: v for k, v in ckpt["config"].items() if k in fields and k not in RUNTIME_KEYS}
-    return TrainConfig(**{**saved, **passed}), ckpt
+    try:
+        TrainConfig(**saved)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a usable gptbook checkpoint: config ({one_line(e)})") from None
+    cfg = TrainConfig(**{**saved, **passed})
+    if os.environ.get("RANK", "0") == "0":
+        given = ", ".join(f"--{k}" for k in passed if k not in RUNTIME_KEYS) or "none"
+        print(f"resume: settings from {path} except the flags given ({given}): dtype {cfg.dtype}, device "
+              f"{cfg.device}, chunked_loss {cfg.chunked_loss}, compile {cfg.compile}")  # fmt: skip
+    return cfg, ckpt
 
 
 def train_main(argv=None) -> int:
@@ -183,16 +235,16 @@ def train_main(argv=None) -> int:
 def _train(argv):
     a = train_parser().parse_args(argv)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    sampling = sampling_from_args(a)
     cfg, ckpt = config_from_args({k: v for k, v in vars(a).items() if k in fields})
+    sampling = sampling_from_args(a, cfg.seed)
     ids = prompt_ids(a.prompt, cfg.block_size, note) if a.max_new_tokens > 0 else None  # fail early
     device = resolve_device(cfg.device)
     if device == "cpu":
         keep_freed_memory()
-    with distributed(device) as (rank, world), StopOnSignal() as stop:
+    with distributed(device) as (rank, world):
         t0, start = time.perf_counter(), ckpt["step"] if ckpt else 0
-        log = print if rank == 0 else None
-        model, history = train(cfg, log=log, checkpoint=ckpt, stop=lambda: stop.requested)
+        with StopOnSignal(grace=5 if world > 1 else None) as stop:
+            model, history = train(cfg, log=print if rank == 0 else None, checkpoint=ckpt, stop=stop.asked)
         steps = max(0, history[-1]["step"] - start) if history else 0
         if rank == 0 and steps:
             dt = time.perf_counter() - t0
@@ -201,8 +253,11 @@ def _train(argv):
         if a.print_digest:
             print(f"rank {rank} parameter sha256 {param_digest(model)}", flush=True)
         if rank == 0 and ids is not None:
-            text = sample_text(model, ids, a.max_new_tokens, sampling, cfg.seed)
-            print(f"--- sample ---\n{text}")
+            try:
+                print(f"--- sample ---\n{sample_text(model, ids, a.max_new_tokens, sampling, cfg.seed)}")
+            except KeyboardInterrupt:
+                kept = f"{Path(cfg.out_dir) / CKPT_NAME} (step {history[-1]['step']})" if cfg.out_dir else "nothing"
+                raise TrainingInterrupted(f"stopped during the sample; training is done and {kept} saved") from None
 
 
 # ---------------------------------------------------------------- python -m gptbook.generate
@@ -228,7 +283,7 @@ def generate_main(argv=None) -> int:
 
 def _generate(argv):
     a = generate_parser().parse_args(argv)
-    sampling = sampling_from_args(a)
+    sampling = sampling_from_args(a, a.seed + a.num_samples)
     if a.num_samples < 1:
         raise ValueError(f"--num_samples must be >= 1, got {a.num_samples}")
     device = resolve_device(a.device)

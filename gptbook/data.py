@@ -41,7 +41,7 @@ def load_text(path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows editors) is not text
     except UnicodeDecodeError:
         raise ValueError(f"data file is not UTF-8 text: {path}") from None
     if not text.strip():
@@ -51,7 +51,13 @@ def load_text(path) -> str:
 
 def load_tokens(path) -> torch.Tensor:
     """A text file as a 1-D LongTensor of GPT-2 token ids."""
-    return torch.tensor(encode(load_text(path)), dtype=torch.long)
+    try:
+        ids = encode(load_text(path))
+    except ValueError as e:
+        if "<|endoftext|>" not in str(e):
+            raise
+        raise ValueError(f"data file {path} contains <|endoftext|>, GPT-2's end-of-document token; remove it") from None
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def train_val_split(ids: torch.Tensor, train_frac: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:

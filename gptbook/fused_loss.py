@@ -2,6 +2,8 @@
 
 import torch
 
+IGNORE_INDEX = -100  # a target to skip (prompt tokens in fine-tuning), F.cross_entropy's default
+
 
 class ChunkedLMHeadLoss(torch.autograd.Function):
     """mean cross_entropy(h @ W^T, targets) computed chunk by chunk of rows.
@@ -17,6 +19,8 @@ class ChunkedLMHeadLoss(torch.autograd.Function):
     def forward(ctx, h, weight, targets, chunk_size, grad):  # float32 throughout, as cross_entropy under autocast
         h, weight = h.float(), weight.float()  # h (N, C), weight (V, C), targets (N,)
         N, V = h.size(0), weight.size(0)
+        keep = (targets != IGNORE_INDEX).float()  # (N,): 1 for the rows that count, as in F.cross_entropy
+        targets = targets.clamp(min=0)  # an ignored row gathers some column, then counts for nothing
         grad_h = torch.empty_like(h) if grad else None
         grad_w = torch.zeros_like(weight) if grad else None
         # One buffer for every chunk's logits, its rows padded to a multiple of 64 floats (50257 -> 50304):
@@ -32,14 +36,15 @@ class ChunkedLMHeadLoss(torch.autograd.Function):
             probs = torch.softmax(buf[:n], dim=-1, out=buf[:n])[:, :V]  # in place: the logits become probabilities
             # log-sum-exp without a second pass of exp: the largest probability is exp(0) / sum(exp(logits - max))
             lse = max_logits - probs.amax(dim=-1).log()  # (n,)
-            total += (lse - target_logits).sum()
+            kc = keep[s : s + n, None]  # (n, 1)
+            total += ((lse - target_logits) * kc[:, 0]).sum()
             if grad:
                 probs[torch.arange(n, device=tc.device), tc] -= 1.0  # N x d loss / d logits = softmax - onehot
-                torch.mm(probs, weight, out=grad_h[s : s + n])  # (n, C)
-                grad_w.addmm_(probs.t(), hc)  # (V, C)
-        ctx.N = N
+                torch.mm(probs, weight, out=grad_h[s : s + n]).mul_(kc)  # (n, C); ignored rows: no gradient
+                grad_w.addmm_(probs.t(), hc * kc)  # (V, C)
+        ctx.N = keep.sum()  # the mean over the rows that count
         ctx.save_for_backward(grad_h, grad_w)
-        return total / N
+        return total / ctx.N
 
     @staticmethod
     def backward(ctx, grad_loss):

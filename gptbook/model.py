@@ -1,5 +1,6 @@
 """A GPT-2 style decoder-only Transformer; parameter names match GPT-2's checkpoints."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ class GPTConfig:
     chunked_loss: bool = False  # chapter 09's fast path: LM head + cross-entropy in chunks (gptbook.fused_loss)
 
     def __post_init__(self):
+        check_numbers(self)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -38,6 +40,33 @@ class GPTConfig:
             raise ValueError(f"pos_emb must be 'learned' or 'rope', got {self.pos_emb!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError("rope needs an even head size (n_embd // n_head)")
+
+
+def check_numbers(config) -> None:
+    """Every number field of a config dataclass (a subclass's too) has its default's type and is finite."""
+    flag = "--" if type(config) is not GPTConfig else ""  # TrainConfig's fields are command-line flags
+    for f in dataclasses.fields(config):
+        v, kind = getattr(config, f.name), type(f.default)
+        if kind in (bool, int, float) and not (type(v) is kind or (kind is float and type(v) is int)):
+            raise ValueError(f"{flag}{f.name} must be {kind.__name__}, got {v!r}")
+        if kind is int and not -(2**63) <= v < 2**63:  # what torch takes
+            raise ValueError(f"{flag}{f.name} must fit in 64 bits, got {v}")
+        if kind is float and not math.isfinite(v):
+            raise ValueError(f"{flag}{f.name} must be a finite number, got {v}")
+
+
+def check_input(idx, cache, vocab_size: int) -> None:
+    """Clear errors for misuse from Python: idx (B, T) ids below vocab_size, a KVCache at a position >= 0."""
+    if idx.dim() != 2:
+        raise ValueError(f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}; add a batch dimension")
+    if cache is not None and not hasattr(cache, "update"):
+        raise ValueError(f"cache must be a gptbook.sampling.KVCache(config, batch_size), got {type(cache).__name__}")
+    if cache is not None and cache.pos < 0:
+        raise ValueError(f"cache.pos must be >= 0, got {cache.pos}")
+    if idx.numel() and not getattr(torch.compiler, "is_compiling", lambda: False)():  # compiled: no graph break
+        lo, hi = idx.min().item(), idx.max().item()
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"token ids must be in [0, vocab_size {vocab_size}), got {lo if lo < 0 else hi}")
 
 
 def rope_tables(block_size: int, head_size: int, base: float = 10000.0):
@@ -183,6 +212,7 @@ class GPT(nn.Module):
         last_only: logits of the last position only, (B, 1, vocab): all that generation needs.
         With config.chunked_loss and targets, logits are not computed: (None, loss).
         """
+        check_input(idx, cache, self.config.vocab_size)
         B, T = idx.size()
         pos = 0 if cache is None else cache.pos
         if last_only and targets is not None:

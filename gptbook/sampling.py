@@ -19,8 +19,8 @@ class Sampling:
     min_p: float | None = None  # keep tokens at least min_p x as likely as the top one
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not (self.temperature == 0 or 1e-4 <= self.temperature < float("inf")):  # nan fails every comparison
+            raise ValueError(f"temperature must be 0 (greedy) or a finite number >= 1e-4, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -120,6 +120,8 @@ def generate(
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(f"idx must be (B, T) prompt ids with at least one token, got shape {tuple(idx.shape)}")
     block_size = model.config.block_size
     was_training = model.training
     model.eval()

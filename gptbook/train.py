@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from gptbook.checkpoint import CKPT_NAME, check_writable, resume_trainer, save_checkpoint, trainer_state
+from gptbook.checkpoint import CKPT_NAME, check_writable, lock_out_dir, resume_trainer, save_checkpoint, trainer_state
 from gptbook.data import get_batch, load_splits
 from gptbook.device import DTYPES, autocast, process_device
 from gptbook.model import GPT, GPTConfig
@@ -82,9 +82,7 @@ class TrainConfig(GPTConfig):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if self.lr_decay_iters < self.warmup_iters:
-            raise ValueError(
-                f"--lr_decay_iters ({self.lr_decay_iters}) must be >= --warmup_iters ({self.warmup_iters})"
-            )
+            raise ValueError(f"--lr_decay_iters {self.lr_decay_iters} must be >= --warmup_iters {self.warmup_iters}")
 
 
 def model_config(cfg: TrainConfig) -> GPTConfig:
@@ -203,7 +201,7 @@ class Trainer:
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()  # pre-clip norm
         if not math.isfinite(loss_val) or (not self.scaler.is_enabled() and not math.isfinite(grad_norm)):
-            raise self.diverged(loss_val, grad_norm)
+            raise self.diverged(f"loss is {loss_val} at step {self.step + 1} (grad norm {grad_norm})")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -214,33 +212,32 @@ class Trainer:
         self.history.append(entry)
         return entry, stop_all
 
-    def diverged(self, loss: float, grad_norm: float) -> TrainingDiverged:
-        if self.saved_step is not None:
-            kept = f"the last good checkpoint, {self.ckpt_path} (step {self.saved_step}), is untouched"
-        else:
-            kept = "no checkpoint was written"
+    def diverged(self, what: str) -> TrainingDiverged:
+        kept = f"the last good checkpoint, {self.ckpt_path} (step {self.saved_step}), is untouched"
+        kept = kept if self.saved_step is not None else "no checkpoint was written"
         hint = "a lower --lr" + (" or --grad_clip 1.0" if self.cfg.grad_clip == 0 else "")
-        return TrainingDiverged(
-            f"loss is {loss} at step {self.step + 1} (grad norm {grad_norm}): training diverged and stopped; "
-            f"{kept}. Try {hint}"
-        )
+        return TrainingDiverged(f"{what}: training diverged and stopped; {kept}. Try {hint}")
 
     def evaluate(self, entry: dict) -> dict:
         """Mean train and val loss into the history entry; one log line."""
         losses = estimate_loss(self.model, self.splits, self.cfg, self.device, self.autocast)
+        if not all(map(math.isfinite, losses.values())):  # never logged, saved or called good
+            raise self.diverged(f"evaluation at step {self.step}: train loss {losses['train']}, val {losses['val']}")
         entry.update(train_loss=losses["train"], val_loss=losses["val"], ppl=math.exp(min(losses["val"], 700)))
         self.best_val = min(self.best_val, losses["val"])
         lr = f" | lr {entry['lr']:.2e}" if entry["lr"] is not None else ""
         width = len(str(self.cfg.max_iters))
         self.log(
             f"step {self.step:>{width}}/{self.cfg.max_iters} | train {losses['train']:.4f} | "
-            f"val {losses['val']:.4f} | ppl {entry['ppl']:.1f}{lr}"
+            f"val {losses['val']:.4f} | ppl {entry['ppl']:.{'1f' if entry['ppl'] < 1e7 else '3g'}}{lr}"
         )
         return entry
 
     def save(self) -> None:
         """Write the checkpoint (process 0, with an out_dir, once per step)."""
         if self.master and self.ckpt_path is not None and self.saved_step != self.step:
+            if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+                raise self.diverged(f"a parameter is NaN or infinite at step {self.step}")
             save_checkpoint(self.ckpt_path, trainer_state(self))
             self.saved_step = self.step
 
@@ -254,25 +251,26 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
     tokens_per_s, and train_loss, val_loss, ppl (None except at evaluations; at step 0, only these three).
     """
     t = Trainer(cfg, model, log)
-    t.start(checkpoint)
-    bar = progress_bar(t) if progress else None
-    try:
-        while t.step < t.cfg.max_iters:
-            entry, stop_all = t.train_step(bool(stop and stop()))
+    with lock_out_dir(t.cfg.out_dir if t.master else None):
+        t.start(checkpoint)
+        bar = progress_bar(t) if progress else None
+        try:
+            while t.step < t.cfg.max_iters:
+                entry, stop_all = t.train_step(bool(stop and stop()))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
+                if t.master and (t.step % t.cfg.eval_interval == 0 or t.step == t.cfg.max_iters):
+                    t.evaluate(entry)
+                    t.save()
+                if stop_all:
+                    t.save()
+                    saved = f"checkpoint saved to {t.ckpt_path} (resume with --resume)"
+                    raise TrainingInterrupted(f"stopped at step {t.step}; {saved if t.ckpt_path else 'nothing saved'}")
+            t.save()
+        finally:
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
-            if t.master and (t.step % t.cfg.eval_interval == 0 or t.step == t.cfg.max_iters):
-                t.evaluate(entry)
-                t.save()
-            if stop_all:
-                t.save()
-                where = f"checkpoint saved to {t.ckpt_path} (resume with --resume)" if t.ckpt_path else "nothing saved"
-                raise TrainingInterrupted(f"stopped at step {t.step}; {where}")
-        t.save()
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
     if t.history and t.history[-1]["val_loss"] is not None and t.master:
         t.log(f"done: step {t.step}, best val loss {t.best_val:.4f}")
     return t.model, t.history

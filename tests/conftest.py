@@ -21,3 +21,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: tens of seconds; tests/test_faults.py runs them with GPTBOOK_SLOW=1")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gptbook import cli
-from gptbook.checkpoint import load_checkpoint, model_from_checkpoint, param_digest
+from gptbook.checkpoint import load_checkpoint, lock_out_dir, model_from_checkpoint, param_digest
 from gptbook.cli import generate_main, train_main
 from gptbook.train import TrainConfig
 
@@ -98,7 +98,7 @@ def write(path, content):
         (None, ["--vocab_size=100"], ["--vocab_size must be >= 50257"]),
         (None, ["--max_iters=-1"], ["--max_iters must be >= 0"]),
         (None, ["--dtype=float16", "--device=cpu"], ["float16 needs a CUDA GPU", "bfloat16"]),
-        (None, ["--temperature=-1"], ["temperature must be >= 0"]),
+        (None, ["--temperature=-1"], ["temperature must be 0 (greedy) or a finite number >= 1e-4"]),
         (None, ["--top_p=0"], ["top_p must be in (0, 1]"]),
         (None, ["--top_p=1.5"], ["top_p must be in (0, 1]"]),
         (None, ["--top_k=0"], ["top_k must be >= 1"]),
@@ -124,6 +124,14 @@ def test_unwritable_out_dir(tmp_path, capsys):
     blocker = write(tmp_path / "a_file", "not a folder")
     argv = tiny_argv(ROOT / "the-verdict.txt", blocker / "out", max_iters=1)
     one_error_line(capsys, main(argv), "--out_dir", "is not writable")
+
+
+def test_a_busy_out_dir_is_one_line(tmp_path, capsys):
+    """Another run holds out_dir (its lock.txt): this one stops before training, naming the holder."""
+    with lock_out_dir(tmp_path):
+        rc = main(tiny_argv(ROOT / "the-verdict.txt", tmp_path, max_iters=1))
+    one_error_line(capsys, rc, f"--out_dir {tmp_path} is in use by another run (pid {os.getpid()})")
+    assert not (tmp_path / "ckpt.pt").exists()
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):
@@ -188,7 +196,7 @@ def test_generate_as_a_real_process_is_reproducible(trained, capsys):
 @pytest.mark.parametrize(
     "flags, needles",
     [
-        (["--temperature=-0.5"], ["temperature must be >= 0"]),
+        (["--temperature=-0.5"], ["temperature must be 0 (greedy) or a finite number >= 1e-4"]),
         (["--top_p=0"], ["top_p must be in (0, 1]"]),
         (["--top_k=0"], ["top_k must be >= 1"]),
         (["--min_p=2"], ["min_p must be in [0, 1]"]),

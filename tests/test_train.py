@@ -114,8 +114,8 @@ def test_chunked_loss_trains_like_the_plain_loss(verdict_path, tmp_path):
     for a, b in zip(plain, fast, strict=True):
         for key in ("loss", "grad_norm", "val_loss"):  # None where not measured (step 0 has no training loss)
             assert (a[key] is None and b[key] is None) or a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
-    # a choice about speed, not the weights: a checkpoint trained one way resumes the other way
-    assert main(["--resume", f"--out_dir={tmp_path}", "--max_iters=8", "--max_new_tokens=0"]) == 0
+    # a choice about speed, not the weights: a checkpoint trained one way resumes the other way when asked
+    assert main(["--resume", f"--out_dir={tmp_path}", "--max_iters=8", "--max_new_tokens=0", "--no-chunked_loss"]) == 0
     ckpt = load_checkpoint(tmp_path / "ckpt.pt")
     assert ckpt["step"] == 8 and not ckpt["config"]["chunked_loss"] and not ckpt["model_config"]["chunked_loss"]
 
@@ -173,7 +173,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def crash(obj, f):
-        open(f, "wb").write(b"half a checkpoint")
+        f.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
