@@ -130,3 +130,12 @@ def test_environment_yml_installs_gptbook_itself():
     assert "-e ." in pip_lines, pip_lines
     readme = (ROOT / "README.md").read_text()
     assert "conda env create -f environment.yml && conda activate gptbook" in readme
+
+
+def test_committed_notebooks_hold_no_local_path_or_timestamp():
+    """tools/clean_notebook.py ran on every executed notebook: no machine's paths, no execution times."""
+    local = re.compile(r"/(\.venv|site-packages)/|/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/gptbook/[a-z_]+\.py")
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        text = nb.read_text(encoding="utf-8")
+        assert not local.search(text), f"{nb.name}: {local.search(text)[0]}"
+        assert '"execution": {' not in text, nb.name

@@ -8,5 +8,6 @@ for f in "$@"; do
   md="${f%.*}.md"; nb="${f%.*}.ipynb"
   "$PY" -m jupytext --quiet --to ipynb --update -o "$nb" "$md" 2>/dev/null || "$PY" -m jupytext --quiet --to ipynb -o "$nb" "$md"
   (cd "$(dirname "$nb")" && "../$PY" -m jupyter execute --inplace --timeout=600 "$(basename "$nb")")
+  "$PY" tools/clean_notebook.py "$nb"  # no timestamps, no local paths in tracebacks
   "$PY" -m jupytext --quiet --sync "$nb"
 done
