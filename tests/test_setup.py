@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -139,3 +140,14 @@ def test_committed_notebooks_hold_no_local_path_or_timestamp():
         text = nb.read_text(encoding="utf-8")
         assert not local.search(text), f"{nb.name}: {local.search(text)[0]}"
         assert '"execution": {' not in text, nb.name
+
+
+def test_twins_keep_cell_tags_and_kernelspecs_agree():
+    """Editing a .md twin and syncing must not drop hide-input / nbval tags; every chapter names one kernel."""
+    kernels = set()
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        meta = json.loads(nb.read_text(encoding="utf-8"))["metadata"]
+        kernels.add(json.dumps(meta["kernelspec"], sort_keys=True))
+        assert "cell_metadata_filter" not in meta.get("jupytext", {}), nb.name
+        assert "cell_metadata_filter" not in nb.with_suffix(".md").read_text(encoding="utf-8"), nb.name
+    assert len(kernels) == 1, kernels
