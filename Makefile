@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 data: setup
-	$(PY) -c "from gptbook.data import find_verdict; print('corpus:', find_verdict('the-verdict.txt'))"
+	$(PY) -m gptbook.corpora
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,45 +1,28 @@
 """Text -> token ids -> (x, y) training windows, where y is x shifted left by one token."""
 
-import hashlib
-import os
-import urllib.request
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gptbook.corpora import CORPORA, FETCH_HINT, corpus
 from gptbook.tokenizer import encode
 
-VERDICT_URL = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt"
-VERDICT_SHA256 = "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f"
 
-
-def find_verdict(path="the-verdict.txt", download: bool = True) -> Path:
-    """Path to the-verdict.txt: `path` if it exists, else downloaded there; sha256-checked either way."""
+def data_path(path) -> Path:
+    """`path` if it exists; else, if it names one of the book's corpora ("shakespeare" or "shakespeare.txt"), that."""
     path = Path(path)
-    if not path.exists():
-        if not download:
-            raise FileNotFoundError(f"{path} not found (and download=False)")
-        try:
-            with urllib.request.urlopen(VERDICT_URL, timeout=30) as r:
-                body = r.read()
-        except OSError as e:
-            raise FileNotFoundError(f"{path} not found and the download from {VERDICT_URL} failed: {e}") from None
-        if hashlib.sha256(body).hexdigest() != VERDICT_SHA256:
-            raise ValueError(f"download from {VERDICT_URL} does not match the expected sha256")
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)  # atomic: never a half-written corpus
-    if hashlib.sha256(path.read_bytes()).hexdigest() != VERDICT_SHA256:
-        raise ValueError(f"{path} does not match the sha256 of the-verdict.txt")
-    return path
+    if path.is_file():
+        return path
+    for name, c in CORPORA.items():
+        if str(path) in (name, c.file):
+            return corpus(name, download=False)
+    raise FileNotFoundError(f"data file not found: {path} ({FETCH_HINT})")
 
 
 def load_text(path) -> str:
     """Read a UTF-8 text file, with one-line errors for missing, binary or empty files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+    path = data_path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows editors) is not text
     except UnicodeDecodeError:

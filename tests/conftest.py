@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from gptbook.data import find_verdict
+from gptbook.corpora import corpus
 
 
 @pytest.fixture(scope="session")
 def verdict_path():
-    return find_verdict("the-verdict.txt", download=False)
+    return corpus("the-verdict", download=False)
 
 
 @pytest.fixture(autouse=True)

@@ -75,8 +75,20 @@ def test_missing_data_file_as_a_real_process(tmp_path):
         cwd=ROOT,
     )
     assert r.returncode == 2
-    assert r.stderr.strip() == f"error: data file not found: {tmp_path / 'nope.txt'}"
+    hint = "(`python -m gptbook.corpora` fetches the book's corpora)"
+    assert r.stderr.strip() == f"error: data file not found: {tmp_path / 'nope.txt'} {hint}"
     assert not (tmp_path / "ckpt.pt").exists()
+    # a corpus of the book, by name, not fetched yet (an empty data folder, run from elsewhere): the same hint
+    env = {**ENV, "GPTBOOK_DATA": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "gptbook.train", "--data=shakespeare"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {tmp_path / 'shakespeare.txt'} not found; {hint[1:-1]}"
 
 
 def write(path, content):

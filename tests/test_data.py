@@ -4,7 +4,6 @@ import torch
 from gptbook.data import (
     WindowDataset,
     check_length,
-    find_verdict,
     get_batch,
     load_text,
     load_tokens,
@@ -77,48 +76,3 @@ def test_bad_files(tmp_path):
     (tmp_path / "bin.dat").write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(ValueError, match="not UTF-8"):
         load_text(tmp_path / "bin.dat")
-
-
-def test_find_verdict_checks_the_hash(tmp_path, verdict_path):
-    assert find_verdict(verdict_path) == verdict_path
-    fake = tmp_path / "the-verdict.txt"
-    fake.write_text("not the story")
-    with pytest.raises(ValueError, match="sha256"):
-        find_verdict(fake)
-    with pytest.raises(FileNotFoundError):
-        find_verdict(tmp_path / "missing.txt", download=False)
-
-
-class _FakeResponse:
-    def __init__(self, body):
-        self.body = body
-
-    def read(self):
-        return self.body
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def test_find_verdict_downloads_when_missing(tmp_path, verdict_path, monkeypatch):
-    import gptbook.data as data
-
-    body = verdict_path.read_bytes()
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(body))
-    target = tmp_path / "the-verdict.txt"
-    assert find_verdict(target) == target and target.read_bytes() == body
-
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(b"tampered"))
-    with pytest.raises(ValueError, match="sha256"):
-        find_verdict(tmp_path / "other.txt")
-    assert not (tmp_path / "other.txt").exists()
-
-    def offline(url, timeout):
-        raise OSError("no network")
-
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
-    with pytest.raises(FileNotFoundError, match="download .* failed"):
-        find_verdict(tmp_path / "third.txt")

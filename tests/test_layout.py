@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gptbook"
 # fused_loss (a leaf: torch only; chapter 09 explains it), device, rng, checkpoint, and the command lines on top.
 ORDER = [
     "tokenizer",
+    "corpora",
     "data",
     "fused_loss",
     "model",
