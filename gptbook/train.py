@@ -7,6 +7,7 @@
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,9 +109,8 @@ def init_model(cfg: TrainConfig) -> GPT:
 @torch.no_grad()
 def estimate_loss(model, splits: dict, cfg: TrainConfig, device="cpu", autocast=contextlib.nullcontext) -> dict:
     """Mean loss over cfg.eval_iters batches of each split; the batches are the same at every evaluation."""
-    was_training = model.training
+    was_training, out = model.training, {}
     model.eval()
-    out = {}
     for name, ids in splits.items():
         g = generator(cfg.seed, "eval")  # its own generator: evaluating never moves training's
         losses = []
@@ -246,7 +246,7 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
     """Train from the checkpoint's step (or 0) to cfg.max_iters; returns (model, history).
 
     model: a GPT built elsewhere (its config replaces cfg's model fields). log: one string per event; None: silence.
-    progress: a tqdm bar on a terminal. checkpoint: already loaded, for cfg.resume. stop: asked after each step;
+    progress: a tqdm bar (terminal, notebook). checkpoint: already loaded, for cfg.resume. stop: asked after each step;
     True: save and raise TrainingInterrupted (Ctrl-C in the CLI). history: one dict per step: step, lr, loss, grad_norm,
     tokens_per_s, and train_loss, val_loss, ppl (None except at evaluations; at step 0, only these three).
     """
@@ -277,8 +277,10 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
 
 
 def progress_bar(t: Trainer):
-    """A tqdm bar for the steps left (process 0, on a terminal), the log written above it; None if not shown."""
-    bar = tqdm(total=t.cfg.max_iters, initial=t.step, desc="train", unit="step", disable=None)
+    """A tqdm bar for the steps left (process 0, on a terminal or in a notebook), the log written above it; or None."""
+    notebook = type(sys.stderr).__module__.startswith("ipykernel")  # no terminal, yet shows a bar; else tqdm decides
+    kw = {"disable": False, "mininterval": 1, "ncols": 80} if notebook else {"disable": None}
+    bar = tqdm(total=t.cfg.max_iters, initial=t.step, desc="train", unit="step", **kw)
     if bar.disable or not t.master or t.step >= t.cfg.max_iters:
         bar.close()
         return None

@@ -193,3 +193,17 @@ def test_the_trainer_steps_one_by_one_and_leaves_the_global_rng_alone(verdict_pa
     _, history = train(cfg, log=None, progress=False)
     assert [h["loss"] for h in history[1:]] == [e["loss"] for e in entries]  # the same steps, dropout masks included
     assert torch.equal(torch.get_rng_state(), rng)  # initial weights and dropout come from the trainer's own seeds
+
+
+def test_progress_bar_shows_in_a_notebook_and_hides_in_a_pipe(verdict_path, monkeypatch, capsys):
+    """tqdm hides itself where stderr is no terminal; a notebook kernel's stderr is none, yet shows a bar."""
+    import io
+    import sys
+
+    cfg = TrainConfig(data=str(verdict_path), max_iters=3, eval_interval=3, **TINY)
+    train(cfg, log=None)  # pytest captures stderr: no terminal, no bar
+    assert "train:" not in capsys.readouterr().err
+    kernel_stderr = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})()
+    monkeypatch.setattr(sys, "stderr", kernel_stderr)  # as inside a notebook
+    train(cfg, log=None)
+    assert "train: 100%" in kernel_stderr.getvalue()
