@@ -71,10 +71,24 @@ def test_torch_pinned_exactly_and_pyproject_range_admits_it():
     assert '"torch>=2.2,<2.14"' in (ROOT / "pyproject.toml").read_text()
 
 
-def test_corpus_is_never_committed():
-    assert "the-verdict.txt" in (ROOT / ".gitignore").read_text().splitlines()
-    tracked = subprocess.run(["git", "ls-files", "the-verdict.txt"], cwd=ROOT, capture_output=True, text=True)
-    assert tracked.stdout.strip() == ""
+def test_corpora_are_never_committed():
+    from gptbook.corpora import CORPORA
+
+    for c in CORPORA.values():
+        assert c.file in (ROOT / ".gitignore").read_text().splitlines()
+        tracked = subprocess.run(["git", "ls-files", c.file], cwd=ROOT, capture_output=True, text=True)
+        assert tracked.stdout.strip() == ""
+
+
+def test_every_chapter_starts_with_the_same_install_cell():
+    """Colab or a copied chapter: the first code cell installs gptbook when it is missing, and only then."""
+    firsts = {}
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        firsts[nb.name] = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+    assert len(set(firsts.values())) == 1, firsts
+    source = firsts.popitem()[1]
+    assert 'find_spec("gptbook") is None' in source and "GPTBOOK_PIP" in source
 
 
 def test_unit_tests_collect_without_pyyaml():
@@ -134,12 +148,14 @@ def test_environment_yml_installs_gptbook_itself():
 
 
 def test_committed_notebooks_hold_no_local_path_or_timestamp():
-    """tools/clean_notebook.py ran on every executed notebook: no machine's paths, no execution times."""
+    """tools/clean_notebook.py ran on every executed notebook: no machine's paths, execution times, bar frames."""
     local = re.compile(r"/(\.venv|site-packages)/|/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/gptbook/[a-z_]+\.py")
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         text = nb.read_text(encoding="utf-8")
         assert not local.search(text), f"{nb.name}: {local.search(text)[0]}"
         assert '"execution": {' not in text, nb.name
+        streams = [o["text"] for c in json.loads(text)["cells"] for o in c.get("outputs", []) if "text" in o]
+        assert not any(re.search("\r[^\n]", "".join(t)) for t in streams), f"{nb.name}: overwritten bar frames"
 
 
 def test_twins_keep_cell_tags_and_kernelspecs_agree():
