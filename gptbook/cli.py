@@ -4,9 +4,7 @@ What no chapter builds lives here: argument parsing, the error policy, signal ha
 """
 
 import argparse
-import contextlib
 import dataclasses
-import datetime
 import os
 import signal
 import sys
@@ -19,6 +17,7 @@ import torch.distributed as dist
 
 from gptbook.checkpoint import CKPT_NAME, load_checkpoint, model_from_checkpoint, one_line, param_digest
 from gptbook.device import keep_freed_memory, resolve_device
+from gptbook.runtime import DDP_TIMEOUT, StopOnSignal, distributed, note
 from gptbook.sampling import Sampling, generate, prompt_ids
 from gptbook.tokenizer import decode
 from gptbook.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
@@ -40,7 +39,6 @@ MODEL_HELP = {
 CHOICES = {"attn_impl": ("sdpa", "explicit"), "pos_emb": ("learned", "rope")}
 # on --resume every other setting comes from the checkpoint unless its flag is given
 RUNTIME_KEYS = ("out_dir", "resume")
-DDP_TIMEOUT = 600  # seconds a process waits in a collective (rank 0 evaluates and saves while the others wait)
 
 
 class CliParser(argparse.ArgumentParser):
@@ -101,81 +99,22 @@ def sampling_from_args(a, seed: int) -> Sampling:
     return Sampling(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p)
 
 
+def eval_sample(model, ids, max_new_tokens: int, sampling: Sampling, seed: int, stop: StopOnSignal) -> str:
+    """The sample at an evaluation; Ctrl-C cuts it short at once, and training then stops after this step."""
+    stop.interruptible = True
+    try:
+        return sample_text(model, ids, max_new_tokens, sampling, seed)
+    except KeyboardInterrupt:
+        return "(interrupted: training stops after this step)"
+    finally:
+        stop.interruptible = False
+
+
 def sample_text(model, ids, max_new_tokens: int, sampling: Sampling, seed: int) -> str:
     """Prompt ids (1, T) + max_new_tokens sampled with the KV cache, decoded to text."""
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     return decode(generate(model, ids.to(device), max_new_tokens, sampling, generator=g)[0].tolist())
-
-
-def note(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
-class StopOnSignal:
-    """First Ctrl-C (SIGINT) or SIGTERM: ask training to finish the step, save and stop. A second Ctrl-C: at once.
-
-    grace (under torchrun): if no step has ended `grace` s after the request, this process is blocked in a
-    collective on a frozen or dead peer, where no Python handler runs; a thread woken by the signal (wakeup fd)
-    then says so in one line and exits.
-    """
-
-    def __init__(self, grace: float | None = None):
-        self.requested, self.asks, self.previous, self.grace = False, 0, {}, grace
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-            if self.grace is not None:
-                r, w = os.pipe()
-                os.set_blocking(w, False)
-                self.previous["fd"] = signal.set_wakeup_fd(w)
-                threading.Thread(target=self._watch, args=(r,), daemon=True).start()
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def asked(self) -> bool:
-        """Training asks before each step: stop now?"""
-        self.asks += 1
-        return self.requested
-
-    def _watch(self, r):
-        os.read(r, 1)  # a signal came: its C handler wrote here, even if the main thread is stuck in C++
-        asks = self.asks
-        time.sleep(self.grace)
-        if self.asks == asks and self.previous:  # no step ended since: blocked
-            rank = os.environ.get("RANK", "0")
-            note(f"error: rank {rank} still waits {self.grace:.0f} s after the stop request: another process does "
-                 f"not respond (frozen or dead?); exiting without saving")  # fmt: skip
-            os._exit(1)
-
-    def __exit__(self, *exc):
-        if "fd" in self.previous:
-            signal.set_wakeup_fd(self.previous.pop("fd"))
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
-
-
-@contextlib.contextmanager
-def distributed(device: str):
-    """Under torchrun (RANK set): a process group, gloo on CPU, nccl on CUDA; yields (rank, world_size)."""
-    if "RANK" not in os.environ:
-        yield 0, 1
-        return
-    if device == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    # a frozen or dead peer: collectives fail after DDP_TIMEOUT, not gloo's default 30 minutes
-    dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=datetime.timedelta(seconds=DDP_TIMEOUT))
-    try:
-        yield dist.get_rank(), dist.get_world_size()
-    finally:
-        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------- python -m gptbook.train
@@ -244,7 +183,11 @@ def _train(argv):
     with distributed(device) as (rank, world):
         t0, start = time.perf_counter(), ckpt["step"] if ckpt else 0
         with StopOnSignal(grace=5 if world > 1 else None) as stop:
-            model, history = train(cfg, log=print if rank == 0 else None, checkpoint=ckpt, stop=stop.asked)
+            sample = (
+                (lambda m: eval_sample(m, ids, a.max_new_tokens, sampling, cfg.seed, stop)) if ids is not None else None
+            )
+            log = print if rank == 0 else None
+            model, history = train(cfg, log=log, checkpoint=ckpt, stop=stop.asked, sample=sample)
         steps = max(0, history[-1]["step"] - start) if history else 0
         if rank == 0 and steps:
             dt = time.perf_counter() - t0
@@ -252,7 +195,7 @@ def _train(argv):
             print(f"{steps} steps in {dt:.1f} s ({tokens / dt:,.0f} tokens/s)")
         if a.print_digest:
             print(f"rank {rank} parameter sha256 {param_digest(model)}", flush=True)
-        if rank == 0 and ids is not None:
+        if rank == 0 and ids is not None and not (steps and "sample" in history[-1]):  # unless just printed
             try:
                 print(f"--- sample ---\n{sample_text(model, ids, a.max_new_tokens, sampling, cfg.seed)}")
             except KeyboardInterrupt:

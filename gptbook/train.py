@@ -7,7 +7,6 @@
 import contextlib
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,13 +14,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from gptbook.checkpoint import CKPT_NAME, check_writable, lock_out_dir, resume_trainer, save_checkpoint, trainer_state
 from gptbook.data import get_batch, load_splits
 from gptbook.device import DTYPES, autocast, process_device
 from gptbook.model import GPT, GPTConfig
 from gptbook.optim import configure_optimizer, get_lr
+from gptbook.progress import progress_bar
 from gptbook.rng import derive_seed, generator, lend_global_rng
 from gptbook.tokenizer import VOCAB_SIZE
 
@@ -126,14 +125,15 @@ def estimate_loss(model, splits: dict, cfg: TrainConfig, device="cpu", autocast=
 class Trainer:
     """A training run's state, model, optimizer, scaler, generators, step and history, and the steps on it."""
 
-    def __init__(self, cfg: TrainConfig, model: GPT | None = None, log=None):
+    def __init__(self, cfg: TrainConfig, model: GPT | None = None, log=None, sample=None):
         if model is not None:  # its shape wins; cfg keeps the rest (and records the shape in the checkpoint)
             cfg = dataclasses.replace(cfg, **asdict(model.config))
         ddp = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
         self.device = device = process_device(cfg.device, cfg.dtype)
         self.device_type = device.split(":")[0]
-        self.cfg, self.log, self.splits = cfg, log or (lambda msg: None), load_splits(cfg.data, cfg.block_size)
+        self.cfg, self.log, self.sample = cfg, log or (lambda msg: None), sample
+        self.splits = load_splits(cfg.data, cfg.block_size)
         self.ckpt_path = Path(cfg.out_dir) / CKPT_NAME if cfg.out_dir is not None else None
         self.model = (model if model is not None else init_model(cfg)).to(device)
         self.optimizer = configure_optimizer(self.model, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))
@@ -231,6 +231,11 @@ class Trainer:
             f"step {self.step:>{width}}/{self.cfg.max_iters} | train {losses['train']:.4f} | "
             f"val {losses['val']:.4f} | ppl {entry['ppl']:.{'1f' if entry['ppl'] < 1e7 else '3g'}}{lr}"
         )
+        if self.sample is not None:  # what the model writes at this step, kept with the curve
+            was_training = self.model.training
+            entry["sample"] = self.sample(self.model.eval())
+            self.model.train(was_training)
+            self.log(f"--- sample at step {self.step} ---\n{entry['sample']}")
         return entry
 
     def save(self) -> None:
@@ -242,18 +247,21 @@ class Trainer:
             self.saved_step = self.step
 
 
-def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool = True, checkpoint=None, stop=None):
+def train(cfg, model: GPT | None = None, log=print, progress=True, checkpoint=None, stop=None, sample=None):
     """Train from the checkpoint's step (or 0) to cfg.max_iters; returns (model, history).
 
     model: a GPT built elsewhere (its config replaces cfg's model fields). log: one string per event; None: silence.
     progress: a tqdm bar (terminal, notebook). checkpoint: already loaded, for cfg.resume. stop: asked after each step;
-    True: save and raise TrainingInterrupted (Ctrl-C in the CLI). history: one dict per step: step, lr, loss, grad_norm,
-    tokens_per_s, and train_loss, val_loss, ppl (None except at evaluations; at step 0, only these three).
+    True: save and raise TrainingInterrupted (Ctrl-C in the CLI). sample: model -> text, at each evaluation (logged).
+    history: one dict per step: step, lr, loss, grad_norm, tokens_per_s, and train_loss, val_loss, ppl (None except at
+    evaluations; at step 0, only these three), and "sample" at evaluations when sample is given.
     """
-    t = Trainer(cfg, model, log)
+    t = Trainer(cfg, model, log, sample)
     with lock_out_dir(t.cfg.out_dir if t.master else None):
         t.start(checkpoint)
-        bar = progress_bar(t) if progress else None
+        bar = None
+        if progress and t.master:
+            bar, t.log = progress_bar(t.cfg.max_iters, t.step, t.log)
         try:
             while t.step < t.cfg.max_iters:
                 entry, stop_all = t.train_step(bool(stop and stop()))
@@ -274,24 +282,6 @@ def train(cfg: TrainConfig, model: GPT | None = None, log=print, progress: bool 
     if t.history and t.history[-1]["val_loss"] is not None and t.master:
         t.log(f"done: step {t.step}, best val loss {t.best_val:.4f}")
     return t.model, t.history
-
-
-def progress_bar(t: Trainer):
-    """A tqdm bar for the steps left (process 0, on a terminal or in a notebook), the log written above it; or None."""
-    notebook = type(sys.stderr).__module__.startswith("ipykernel")  # no terminal, yet shows a bar; else tqdm decides
-    kw = {"disable": False, "mininterval": 1, "ncols": 80} if notebook else {"disable": None}
-    bar = tqdm(total=t.cfg.max_iters, initial=t.step, desc="train", unit="step", **kw)
-    if bar.disable or not t.master or t.step >= t.cfg.max_iters:
-        bar.close()
-        return None
-    log_below = t.log
-
-    def log_above(msg):
-        with bar.external_write_mode():
-            log_below(msg)
-
-    t.log = log_above
-    return bar
 
 
 if __name__ == "__main__":  # python -m gptbook.train: the command line lives in gptbook.cli, above this module

@@ -189,7 +189,9 @@ def test_train_prints_a_sample_and_crops_a_long_prompt(tmp_path, capsys):
     assert main([*argv, f"--prompt={long_prompt}"]) == 0
     out, err = capsys.readouterr()
     assert err.strip() == "note: the prompt is 40 tokens > block_size 16: keeping its last 16"
-    sample = out.split("--- sample ---\n")[1]
+    # a sample at each evaluation (steps 0 and 2), the last one the sample of the trained model
+    assert "--- sample at step 0 ---\n" in out and "--- sample ---" not in out
+    sample = out.split("--- sample at step 2 ---\n")[1]
     assert sample.startswith(" genius. I had always thought Jack Gisburn rather a cheap genius. ")  # the last 16
 
 

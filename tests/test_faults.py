@@ -533,19 +533,35 @@ def test_resume_takes_runtime_flags_from_the_checkpoint_and_says_so(tmp_path, ca
 # (Ctrl-C mid-training: saved, one line, exit 130, resumable: test_cli.test_ctrl_c_saves_a_checkpoint_and_exits_cleanly)
 
 
-def test_ctrl_c_during_the_sample_says_the_checkpoint_was_saved(tmp_path):
+def test_ctrl_c_during_an_evaluation_sample_stops_it_and_saves(tmp_path):
+    """A (very long) sample at the step-0 evaluation: the first Ctrl-C ends it at once; one step, saved, exit 130."""
     proc = popen("train", *train_argv(tmp_path, "--eval_interval=2", "--max_new_tokens=1000000"))
     try:
-        lines = Lines(proc)
-        lines.wait_for(r"steps in")  # printed after the last save, just before the sample
-        time.sleep(0.3)
+        Lines(proc).wait_for(r"step\s+0/")  # the evaluation's log line comes just before its sample
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    line = one_error(Run(proc.returncode, "", err), "ckpt.pt", code=130, prefix="interrupted")
+    assert "nothing saved" not in line and "(interrupted: training stops after this step)" in out
+    assert_disk_ok(tmp_path)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 1
+
+
+def test_ctrl_c_during_the_final_sample_says_the_checkpoint_was_saved(tmp_path):
+    """Resumed with nothing left to train, the sample comes after training: Ctrl-C there says what is saved."""
+    assert cli("train", *train_argv(tmp_path, "--max_iters=2", "--eval_interval=2", "--max_new_tokens=0")).rc == 0
+    proc = popen("train", *train_argv(tmp_path, "--resume", "--max_iters=2", "--max_new_tokens=1000000"))
+    try:
+        Lines(proc).wait_for(r"nothing to train")
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=60)[1]
     finally:
         proc.kill()
     line = one_error(Run(proc.returncode, "", err), "ckpt.pt", code=130, prefix="interrupted")
-    assert "nothing saved" not in line
-    assert_disk_ok(tmp_path)
+    assert "training is done" in line
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 2
 
 

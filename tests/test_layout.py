@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "gptbook"
 # reading order: a module may import only modules before it. The chapters' modules (tokenizer 01, data 02, model
 # 03-05, train 06, sampling 07, plotting 08, hf 09), with the rooms no chapter builds where they are first needed:
-# fused_loss (a leaf: torch only; chapter 09 explains it), device, rng, checkpoint, and the command lines on top.
+# corpora, fused_loss (a leaf; chapter 09 explains it), device, rng, checkpoint, progress, the command lines on top.
 ORDER = [
     "tokenizer",
     "corpora",
@@ -19,11 +19,15 @@ ORDER = [
     "rng",
     "checkpoint",
     "optim",
+    "progress",
     "train",
+    "measures",
     "sampling",
     "plotting",
     "hf",
+    "runtime",
     "cli",
+    "pretrain",
     "generate",
 ]
 

@@ -207,3 +207,18 @@ def test_progress_bar_shows_in_a_notebook_and_hides_in_a_pipe(verdict_path, monk
     monkeypatch.setattr(sys, "stderr", kernel_stderr)  # as inside a notebook
     train(cfg, log=None)
     assert "train: 100%" in kernel_stderr.getvalue()
+
+
+def test_a_sample_at_each_evaluation_goes_into_the_history(verdict_path):
+    seen = []
+
+    def sample(model):
+        seen.append(model.training)
+        return f"text {len(seen)}"
+
+    lines = []
+    cfg = TrainConfig(data=str(verdict_path), max_iters=4, eval_interval=2, dropout=0.1, **TINY)
+    model, history = train(cfg, log=lines.append, progress=False, sample=sample)
+    assert [h.get("sample") for h in history if h["val_loss"] is not None] == ["text 1", "text 2", "text 3"]
+    assert seen == [False] * 3 and model.training  # sampled in eval mode (no dropout), training resumed after
+    assert "--- sample at step 2 ---\ntext 2" in lines
