@@ -9,7 +9,7 @@ NBVAL := PYTHONPATH=tools $(PY) -m pytest -q -p nbval_tolerant --nbval --nbval-c
 # measured to reproduce outputs made on one); elsewhere ATen's portable kernels and MKL's compatible code path.
 PERTURBED := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2" || echo "ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE")
 
-.PHONY: setup data test lint unit notebooks notebooks-perturbed pairing book book-check lab train clean
+.PHONY: setup data pretrain test lint unit notebooks notebooks-perturbed pairing book book-check lab train clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 data: setup
 	$(PY) -m gptbook.corpora
 
+# The Shakespeare model of chapters 06-08 (`python -m gptbook.pretrain`, about 5 minutes on 2 cores): trained once
+# into checkpoints/shakespeare/, then loaded by the chapters (and by every later `make test`) until its recipe changes.
+pretrain: setup data
+	$(PY) -c "from gptbook.pretrain import pretrained; pretrained()"
+
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check gptbook tests tools
@@ -30,10 +35,10 @@ lint: setup
 unit: setup data
 	$(PY) -m pytest -q tests
 
-notebooks: setup data
+notebooks: setup data pretrain
 	$(NBVAL) notebooks
 
-notebooks-perturbed: setup data
+notebooks-perturbed: setup data pretrain
 	$(PERTURBED) $(NBVAL) notebooks
 
 pairing: setup
