@@ -1,4 +1,4 @@
-"""The book's Shakespeare model, the one chapters 06-08 train, sample and look inside: one recipe, one checkpoint.
+"""The book's Shakespeare model, the one chapter 06 trains and chapter 07 samples from: one recipe, one checkpoint.
 
 `python -m gptbook.pretrain` (or `gptbook-pretrain`) trains it: `python -m gptbook.train` with the recipe's flags, so
 a progress bar, a sample at each evaluation, Ctrl-C saves, `--resume` continues. Flags given after it change the
@@ -65,7 +65,8 @@ def sample(model) -> str:
 
 
 def pretrained(log=print, **changes):
-    """(model in eval mode, history) of the recipe's run: from its checkpoint if that run is complete, else trained."""
+    """(model in eval mode, history) of the recipe's run: from its checkpoint if that run is complete (every step,
+    a sample at each evaluation), else trained."""
     cfg = recipe(**changes)
     path = Path(cfg.out_dir) / CKPT_NAME
     if path.exists():
@@ -73,7 +74,7 @@ def pretrained(log=print, **changes):
         same = {k: v for k, v in ckpt["config"].items() if k not in ("out_dir", "resume")} == {
             k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out_dir", "resume")
         }
-        if same and ckpt["step"] == cfg.max_iters:
+        if same and ckpt["step"] == cfg.max_iters and "sample" in ckpt["history"][-1]:
             return model_from_checkpoint(ckpt).eval(), ckpt["history"]
     model, history = train(cfg, log=log, sample=sample)
     return model.eval(), history

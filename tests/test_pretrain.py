@@ -45,6 +45,10 @@ def test_pretrained_trains_once_then_loads(data_dir):
     assert param_digest(again) == param_digest(model)
     pretrain.pretrained(log=lines.append, **{**TINY, "max_iters": 3})  # another recipe: trained again
     assert len([x for x in lines if x.startswith("done:")]) == 2
+    # the same recipe run from the command line without samples: chapter 06 needs them, so it is made again
+    assert pretrain.main([*(f"--{k}={v}" for k, v in {**TINY, "max_iters": 3}.items()), "--max_new_tokens=0"]) == 0
+    _, history3 = pretrain.pretrained(log=lines.append, **{**TINY, "max_iters": 3})
+    assert len([x for x in lines if x.startswith("done:")]) == 3 and "sample" in history3[-1]
 
 
 def test_the_command_prints_samples_of_the_speaker(data_dir, capsys):
