@@ -23,10 +23,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 data: setup
 	$(PY) -m gptbook.corpora
 
-# The Shakespeare model of chapters 06-07 (`python -m gptbook.pretrain`, about 5 minutes on 2 cores): trained once
-# into checkpoints/shakespeare/, then loaded by the chapters (and by every later `make test`) until its recipe changes.
+# The Shakespeare model of chapters 06-08 (`python -m gptbook.pretrain`, about 5 minutes on 2 cores) and its
+# character-level baseline (`python -m gptbook.pretrain char`, the same time): each trained once into
+# checkpoints/<name>/, then loaded by the chapters (and by every later `make test`) until its recipe changes.
 pretrain: setup data
-	$(PY) -c "from gptbook.pretrain import pretrained; pretrained()"
+	$(PY) -c "from gptbook.pretrain import pretrained; pretrained(); pretrained('shakespeare-char')"
 
 lint: setup
 	$(PY) -m ruff check .

@@ -102,6 +102,9 @@ def check_checkpoint(ckpt, path, resume: bool = False) -> None:
     need(isinstance(rng, dict) and all(torch.is_tensor(g) for g in rng.values()), "rng", "is not a dict of states")
     mc = ckpt["model_config"]
     need(isinstance(mc, dict), "model_config", f"is {type(mc).__name__}, not a dict")
+    vocab = ckpt.get("vocab")
+    need(vocab is None or (isinstance(vocab, str) and len(vocab) == mc.get("vocab_size")), "vocab", "does not match "
+         "model_config's vocab_size")  # fmt: skip
     try:
         with torch.device("meta"):  # the shapes, no memory
             expected = GPT(GPTConfig(**mc)).state_dict()
@@ -194,6 +197,7 @@ def trainer_state(t) -> dict:
         "best_val_loss": t.best_val,
         "rng": {name: g.get_state() for name, g in t.rngs.items()},
         "history": t.history,
+        "vocab": t.vocab,
     }
 
 

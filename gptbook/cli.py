@@ -16,10 +16,11 @@ import torch
 import torch.distributed as dist
 
 from gptbook.checkpoint import CKPT_NAME, load_checkpoint, model_from_checkpoint, one_line, param_digest
+from gptbook.data import load_text
 from gptbook.device import keep_freed_memory, resolve_device
 from gptbook.runtime import DDP_TIMEOUT, StopOnSignal, distributed, note
 from gptbook.sampling import Sampling, generate, prompt_ids
-from gptbook.tokenizer import decode
+from gptbook.tokenizer import BPE, CharTokenizer, decode, tokenizer_for
 from gptbook.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -99,22 +100,29 @@ def sampling_from_args(a, seed: int) -> Sampling:
     return Sampling(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p)
 
 
-def eval_sample(model, ids, max_new_tokens: int, sampling: Sampling, seed: int, stop: StopOnSignal) -> str:
+def eval_sample(model, ids, max_new_tokens: int, sampling: Sampling, seed: int, stop: StopOnSignal, decode=decode):
     """The sample at an evaluation; Ctrl-C cuts it short at once, and training then stops after this step."""
     stop.interruptible = True
     try:
-        return sample_text(model, ids, max_new_tokens, sampling, seed)
+        return sample_text(model, ids, max_new_tokens, sampling, seed, decode)
     except KeyboardInterrupt:
         return "(interrupted: training stops after this step)"
     finally:
         stop.interruptible = False
 
 
-def sample_text(model, ids, max_new_tokens: int, sampling: Sampling, seed: int) -> str:
+def sample_text(model, ids, max_new_tokens: int, sampling: Sampling, seed: int, decode=decode) -> str:
     """Prompt ids (1, T) + max_new_tokens sampled with the KV cache, decoded to text."""
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     return decode(generate(model, ids.to(device), max_new_tokens, sampling, generator=g)[0].tolist())
+
+
+def run_tokenizer(cfg: TrainConfig, ckpt: dict | None):
+    """A run's tokenizer: BPE, or the characters of --data (those of the checkpoint when resuming)."""
+    if cfg.tokenizer != "char":
+        return BPE
+    return CharTokenizer(ckpt["vocab"]) if ckpt and ckpt.get("vocab") else CharTokenizer.of(load_text(cfg.data))
 
 
 # ---------------------------------------------------------------- python -m gptbook.train
@@ -176,7 +184,8 @@ def _train(argv):
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg, ckpt = config_from_args({k: v for k, v in vars(a).items() if k in fields})
     sampling = sampling_from_args(a, cfg.seed)
-    ids = prompt_ids(a.prompt, cfg.block_size, note) if a.max_new_tokens > 0 else None  # fail early
+    tok = run_tokenizer(cfg, ckpt)
+    ids = prompt_ids(a.prompt, cfg.block_size, note, tok.encode) if a.max_new_tokens > 0 else None  # fail early
     device = resolve_device(cfg.device)
     if device == "cpu":
         keep_freed_memory()
@@ -184,7 +193,9 @@ def _train(argv):
         t0, start = time.perf_counter(), ckpt["step"] if ckpt else 0
         with StopOnSignal(grace=5 if world > 1 else None) as stop:
             sample = (
-                (lambda m: eval_sample(m, ids, a.max_new_tokens, sampling, cfg.seed, stop)) if ids is not None else None
+                (lambda m: eval_sample(m, ids, a.max_new_tokens, sampling, cfg.seed, stop, tok.decode))
+                if ids is not None
+                else None
             )
             log = print if rank == 0 else None
             model, history = train(cfg, log=log, checkpoint=ckpt, stop=stop.asked, sample=sample)
@@ -197,7 +208,7 @@ def _train(argv):
             print(f"rank {rank} parameter sha256 {param_digest(model)}", flush=True)
         if rank == 0 and ids is not None and not (steps and "sample" in history[-1]):  # unless just printed
             try:
-                print(f"--- sample ---\n{sample_text(model, ids, a.max_new_tokens, sampling, cfg.seed)}")
+                print(f"--- sample ---\n{sample_text(model, ids, a.max_new_tokens, sampling, cfg.seed, tok.decode)}")
             except KeyboardInterrupt:
                 kept = f"{Path(cfg.out_dir) / CKPT_NAME} (step {history[-1]['step']})" if cfg.out_dir else "nothing"
                 raise TrainingInterrupted(f"stopped during the sample; training is done and {kept} saved") from None
@@ -230,9 +241,10 @@ def _generate(argv):
     if a.num_samples < 1:
         raise ValueError(f"--num_samples must be >= 1, got {a.num_samples}")
     device = resolve_device(a.device)
-    model = model_from_checkpoint(load_checkpoint(a.ckpt)).to(device)
-    ids = prompt_ids(a.prompt, model.config.block_size, note)
+    ckpt = load_checkpoint(a.ckpt)
+    model, tok = model_from_checkpoint(ckpt).to(device), tokenizer_for(ckpt.get("vocab"))
+    ids = prompt_ids(a.prompt, model.config.block_size, note, tok.encode)
     for i in range(a.num_samples):
         if a.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print(sample_text(model, ids, a.max_new_tokens, sampling, a.seed + i))
+        print(sample_text(model, ids, a.max_new_tokens, sampling, a.seed + i, tok.decode))

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from gptbook.corpora import CORPORA, FETCH_HINT, corpus
-from gptbook.tokenizer import encode
+from gptbook.tokenizer import CharTokenizer, decode, encode
 
 
 def data_path(path) -> Path:
@@ -61,6 +61,19 @@ def check_length(ids: torch.Tensor, block_size: int, what: str = "data") -> None
 def load_splits(path, block_size: int) -> dict:
     """{"train": the first 90% of a text file's tokens, "val": the rest}, each long enough for a window."""
     train_ids, val_ids = train_val_split(load_tokens(path))
+    return checked_splits(path, block_size, train_ids, val_ids)
+
+
+def load_char_splits(path, block_size: int) -> tuple[dict, CharTokenizer]:
+    """load_splits' two texts, one id per character (the same validation text: bits per character compare)."""
+    text, (train_ids, _) = load_text(path), train_val_split(load_tokens(path))
+    tok, cut = CharTokenizer.of(text), len(decode(train_ids))
+    train_chars, val_chars = (torch.tensor(tok.encode(t), dtype=torch.long) for t in (text[:cut], text[cut:]))
+    return checked_splits(path, block_size, train_chars, val_chars), tok
+
+
+def checked_splits(path, block_size: int, train_ids: torch.Tensor, val_ids: torch.Tensor) -> dict:
+    """{"train": ..., "val": ...}, or an error naming the split that is too short for one window."""
     check_length(train_ids, block_size, f"{path}: the training split (90%)")
     check_length(val_ids, block_size, f"{path}: the validation split (10%)")
     return {"train": train_ids, "val": val_ids}

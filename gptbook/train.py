@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gptbook.checkpoint import CKPT_NAME, check_writable, lock_out_dir, resume_trainer, save_checkpoint, trainer_state
-from gptbook.data import get_batch, load_splits
+from gptbook.data import get_batch, load_char_splits, load_splits
 from gptbook.device import DTYPES, autocast, process_device
 from gptbook.model import GPT, GPTConfig
 from gptbook.optim import configure_optimizer, get_lr
@@ -40,6 +40,8 @@ class TrainConfig(GPTConfig):
     dropout: float = 0.2  # high because 4.6k training tokens are soon memorised
     # data and checkpoints
     data: str = arg("the-verdict.txt", "UTF-8 text file to train on: first 90%% for training, last 10%% to validate")
+    tokenizer: str = arg("gpt2", "gpt2: GPT-2's BPE; char: one token per character of --data (vocab_size: their "
+                         "number)", choices=("gpt2", "char"))  # fmt: skip
     out_dir: str | None = arg("checkpoints", f"folder for {CKPT_NAME} and history.json")  # None (Python): no files
     resume: bool = arg(False, f"continue from OUT_DIR/{CKPT_NAME}; flags not given come from the checkpoint")
     # optimisation
@@ -74,7 +76,7 @@ class TrainConfig(GPTConfig):
         for name in ("max_iters", "min_lr", "weight_decay", "grad_clip", "warmup_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if self.vocab_size < VOCAB_SIZE:
+        if self.tokenizer == "gpt2" and self.vocab_size < VOCAB_SIZE:
             raise ValueError(f"--vocab_size must be >= {VOCAB_SIZE}: GPT-2's token ids go up to {VOCAB_SIZE - 1}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
@@ -126,6 +128,12 @@ class Trainer:
     """A training run's state, model, optimizer, scaler, generators, step and history, and the steps on it."""
 
     def __init__(self, cfg: TrainConfig, model: GPT | None = None, log=None, sample=None):
+        self.vocab = None  # characters of a char-level run (its checkpoint keeps them); None: GPT-2's BPE
+        if cfg.tokenizer == "char":
+            self.splits, chars = load_char_splits(cfg.data, cfg.block_size)
+            cfg, self.vocab = dataclasses.replace(cfg, vocab_size=len(chars.chars)), chars.chars
+        else:
+            self.splits = load_splits(cfg.data, cfg.block_size)
         if model is not None:  # its shape wins; cfg keeps the rest (and records the shape in the checkpoint)
             cfg = dataclasses.replace(cfg, **asdict(model.config))
         ddp = dist.is_available() and dist.is_initialized()
@@ -133,7 +141,6 @@ class Trainer:
         self.device = device = process_device(cfg.device, cfg.dtype)
         self.device_type = device.split(":")[0]
         self.cfg, self.log, self.sample = cfg, log or (lambda msg: None), sample
-        self.splits = load_splits(cfg.data, cfg.block_size)
         self.ckpt_path = Path(cfg.out_dir) / CKPT_NAME if cfg.out_dir is not None else None
         self.model = (model if model is not None else init_model(cfg)).to(device)
         self.optimizer = configure_optimizer(self.model, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))

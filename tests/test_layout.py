@@ -28,6 +28,10 @@ ORDER = [
     "runtime",
     "cli",
     "pretrain",
+    "finetune",
+    "lora",
+    "instruct",
+    "chat",
     "generate",
 ]
 
