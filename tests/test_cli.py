@@ -307,7 +307,7 @@ def test_bench_train_prints_the_side_by_side_table(capsys):
         except ImportError:
             assert f"note: {peer} is not installed" in out
     assert re.search(r"gptbook --chunked_loss +[\d,]+ +\d+ +\d+ +[\d,]+ +[\d.]+ +\d+%", out), out
-    assert "float32 matmul:" in out
+    assert "float32 matmul:" in out and "eval tokens/s" in out and re.search(r"e[+-]\d\d +[\d,]+$", rows["gptbook"])
 
 
 def test_bench_train_measures_peak_memory_in_a_fresh_process(capsys):

@@ -195,6 +195,20 @@ def make_step(model, loss_fn):
     return step
 
 
+def make_eval(model, loss_fn):
+    """The loss of a batch as an evaluation computes it: eval mode, no gradients."""
+
+    @torch.no_grad()
+    def evaluate(x, y):
+        model.eval()
+        try:
+            return loss_fn(model, x, y).item()
+        finally:
+            model.train()
+
+    return evaluate
+
+
 def bench_train(args) -> list[dict]:
     names = args.models.split(",")
     if args.rss_child:  # one model alone in a fresh process: the peak RSS is its own
@@ -215,7 +229,8 @@ def bench_train(args) -> list[dict]:
     )
     print(f"  {n_params / 1e6:.2f}M parameters, vocab {VOCAB}, {tokens} tokens/step, float32; malloc: {malloc}")
     steps = {name: make_step(model, fn) for name, (model, fn) in trainees.items()}
-    stats = {name: dict(wall=[], cpu=[], faults=[], loss=[]) for name in steps}
+    evals = {name: make_eval(model, fn) for name, (model, fn) in trainees.items()}
+    stats = {name: dict(wall=[], cpu=[], faults=[], loss=[], eval=[]) for name in steps}
     matmul, g = [], torch.Generator().manual_seed(0)
     for r in range(args.warmup + args.steps):
         x, y = torch.randint(0, VOCAB, (2, args.batch_size, args.block_size), generator=g)  # one batch for all
@@ -224,7 +239,12 @@ def bench_train(args) -> list[dict]:
             loss, wall, cpu, faults = timed(steps[name], x, y)
             stats[name]["loss"].append(loss)
             if r >= args.warmup:
-                for key, value in (("wall", wall), ("cpu", cpu), ("faults", faults)):
+                for key, value in (
+                    ("wall", wall),
+                    ("cpu", cpu),
+                    ("faults", faults),
+                    ("eval", timed(evals[name], x, y)[1]),
+                ):
                     stats[name][key].append(value)
         if r >= args.warmup:
             matmul.append(matmul_gflops())
@@ -236,6 +256,7 @@ def bench_train(args) -> list[dict]:
         row = dict(model=MODELS[name], tokens_per_s=tokens / wall, ms=1000 * wall, cpu_ms=1000 * median(s["cpu"]))
         row.update(faults=median(s["faults"]), gflops=flop / wall / 1e9, share=100 * flop / wall / 1e9 / matmul)
         row["dloss"] = max(abs(a - b) for a, b in zip(s["loss"], first, strict=True))
+        row["eval_tokens_per_s"] = tokens / median(s["eval"])
         if not args.no_rss:
             row.update(rss_child(args, name))
         rows.append(row)
@@ -248,6 +269,7 @@ def bench_train(args) -> list[dict]:
     columns += [("gflops", "GFLOP/s", "{:.1f}"), ("share", "% of matmul", "{:.0f}%")]
     columns += [("rss", "peak RSS MiB", "{:,.0f}"), ("rss_step", "step MiB", "{:,.0f}")]
     columns += [("vs_peer", "x fastest peer", "{:.2f}x"), ("dloss", "max |loss diff|", "{:.0e}")]
+    columns += [("eval_tokens_per_s", "eval tokens/s", "{:,.0f}")]
     print_table(rows, columns)
     print(
         f"  medians of {args.steps} round{'s' * (args.steps > 1)} after {args.warmup} warm-up; float32 matmul: "
@@ -256,6 +278,7 @@ def bench_train(args) -> list[dict]:
     if not args.no_rss:
         print("  peak RSS: each model alone in a fresh process; step MiB: its part above the RSS of the built model")
     print(f"  max |loss diff|: vs {rows[0]['model']}, same batches (LLMs-from-scratch's untied LM head drifts apart)")
+    print("  eval: the loss of the same batch under torch.no_grad() in eval mode, as gptbook.train evaluates")
     return rows
 
 
