@@ -254,7 +254,7 @@ class GPT(nn.Module):
         for a in attns:
             a.attn_impl, a.save_attn = "explicit", True  # only the explicit path has the weights
         try:
-            self(idx)
+            self(idx, last_only=True)  # the weights are all it needs: one row of the LM head
             return torch.stack([a.attn_weights[0] for a in attns])
         finally:
             for a, impl in zip(attns, impls, strict=True):
