@@ -168,3 +168,22 @@ def test_twins_keep_cell_tags_and_kernelspecs_agree():
         assert "cell_metadata_filter" not in meta.get("jupytext", {}), nb.name
         assert "cell_metadata_filter" not in nb.with_suffix(".md").read_text(encoding="utf-8"), nb.name
     assert len(kernels) == 1, kernels
+
+
+def test_exercise_answers_are_hidden_in_the_book_and_in_jupyter():
+    """Below "## 练习": every code cell collapsed, input and output (the output gives the answer away), in Jupyter
+    (jupyter.source_hidden / outputs_hidden) and in the book (tag hide-cell); nbval still runs them."""
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        heads = [
+            i
+            for i, c in enumerate(cells)
+            if c["cell_type"] == "markdown" and re.search("^## 练习", "".join(c["source"]), re.M)
+        ]
+        assert heads, f"{nb.name} has no exercises"
+        start = heads[0]
+        answers = [c for c in cells[start:] if c["cell_type"] == "code"]
+        assert answers, nb.name
+        for c in answers:
+            assert "hide-cell" in c["metadata"].get("tags", []), f"{nb.name}: {''.join(c['source'])[:60]}"
+            assert c["metadata"].get("jupyter") == {"source_hidden": True, "outputs_hidden": True}, nb.name
