@@ -34,10 +34,10 @@ MODEL_HELP = {
     "dropout": "dropout probability; high because 4.6k training tokens are soon memorised",
     "bias": "biases in Linear and LayerNorm layers, as in GPT-2",
     "attn_impl": "attention: fused SDPA kernel or the explicit math",
-    "pos_emb": "position information: learned table (GPT-2) or rotary",
+    "pos_emb": "position information: learned table (GPT-2), rotary, or none (only the causal mask)",
     "chunked_loss": "faster, leaner: LM head + cross-entropy in chunks, no (B*T, vocab) logits",
 }
-CHOICES = {"attn_impl": ("sdpa", "explicit"), "pos_emb": ("learned", "rope")}
+CHOICES = {"attn_impl": ("sdpa", "explicit"), "pos_emb": ("learned", "rope", "none")}
 # on --resume every other setting comes from the checkpoint unless its flag is given
 RUNTIME_KEYS = ("out_dir", "resume")
 
@@ -81,7 +81,8 @@ def run_cli(body, argv=None) -> int:
 
 def add_sampling_args(p, prompt=True):
     """--prompt, --max_new_tokens and the Sampling flags, the same for both commands."""
-    p.add_argument("--prompt", default="I had always thought", help="text to continue (default: %(default)s)")
+    if prompt:
+        p.add_argument("--prompt", default="I had always thought", help="text to continue (default: %(default)s)")
     p.add_argument("--max_new_tokens", type=int, default=100, help="tokens to sample, 0: none (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature, 0: greedy (default: 0.8)")
     p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens only (default: off)")

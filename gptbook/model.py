@@ -22,7 +22,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as GPT-2
     attn_impl: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) or "explicit" (the math, step by step)
-    pos_emb: str = "learned"  # "learned" (GPT-2) or "rope" (rotary, no position table)
+    pos_emb: str = "learned"  # "learned" (GPT-2), "rope" (rotary, no position table) or "none" (NoPE: neither)
     chunked_loss: bool = False  # chapter 09's fast path: LM head + cross-entropy in chunks (gptbook.fused_loss)
 
     def __post_init__(self):
@@ -36,8 +36,8 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attn_impl not in ("sdpa", "explicit"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'explicit', got {self.attn_impl!r}")
-        if self.pos_emb not in ("learned", "rope"):
-            raise ValueError(f"pos_emb must be 'learned' or 'rope', got {self.pos_emb!r}")
+        if self.pos_emb not in ("learned", "rope", "none"):
+            raise ValueError(f"pos_emb must be 'learned', 'rope' or 'none', got {self.pos_emb!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError("rope needs an even head size (n_embd // n_head)")
 

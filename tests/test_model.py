@@ -58,7 +58,7 @@ def test_residual_projection_init_is_scaled():
     assert torch.count_nonzero(h0.attn.c_attn.bias) == 0
 
 
-@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+@pytest.mark.parametrize("pos_emb", ["learned", "rope", "none"])
 def test_explicit_and_sdpa_attention_agree(pos_emb):
     a, b = pair(pos_emb=pos_emb)
     idx = torch.randint(0, V, (3, 16))
@@ -66,7 +66,7 @@ def test_explicit_and_sdpa_attention_agree(pos_emb):
 
 
 @pytest.mark.parametrize("impl", ["explicit", "sdpa"])
-@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+@pytest.mark.parametrize("pos_emb", ["learned", "rope", "none"])
 def test_causality_future_tokens_do_not_change_the_past(impl, pos_emb):
     model = GPT(GPTConfig(**SMALL, attn_impl=impl, pos_emb=pos_emb)).eval()
     idx = torch.randint(0, V, (2, 16))
@@ -100,7 +100,7 @@ def test_bad_config_is_a_clear_error(kw, msg):
 
 
 @pytest.mark.parametrize("impl", ["explicit", "sdpa"])
-@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+@pytest.mark.parametrize("pos_emb", ["learned", "rope", "none"])
 def test_kv_cache_forward_matches_full_forward(impl, pos_emb):
     model = GPT(GPTConfig(**SMALL, attn_impl=impl, pos_emb=pos_emb)).eval()
     idx = torch.randint(0, V, (2, 12))
@@ -150,6 +150,29 @@ def test_rope_has_no_position_table_and_is_relative():
 
     assert score(5, 2) == pytest.approx(score(13, 10), abs=1e-5)
     assert score(5, 2) != pytest.approx(score(5, 4), abs=1e-3)
+
+
+def test_nope_sees_positions_only_through_the_causal_mask():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**SMALL, "n_layer": 1}, pos_emb="none")).eval()
+    assert "transformer.wpe.weight" not in model.state_dict() and not hasattr(model.transformer.h[0].attn, "rope_cos")
+    assert model.num_params(non_embedding=True) == model.num_params() - V * 32
+    # one layer, no positions: the last token attends to a set, so shuffling the tokens before it changes nothing
+    idx = torch.randint(0, V, (1, 12))
+    shuffled = torch.cat([idx[:, :-1][:, torch.randperm(11)], idx[:, -1:]], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(shuffled)[0][:, -1], model(idx)[0][:, -1])
+        learned = GPT(GPTConfig(**{**SMALL, "n_layer": 1})).eval()
+        assert not torch.allclose(learned(shuffled)[0][:, -1], learned(idx)[0][:, -1])
+    # but it trains, and stays causal: the mask is still there
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    model(idx[:, :-1], idx[:, 1:])[1].backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        changed = torch.cat([idx[:, :6], torch.randint(0, V, (1, 6))], dim=1)
+        torch.testing.assert_close(model(changed)[0][:, :6], model(idx)[0][:, :6])
 
 
 @pytest.mark.parametrize("vocab,chunk", [(1000, 128), (1024, 512), (1000, 1)])  # padded rows or not; 3, 1, 300 chunks

@@ -18,7 +18,8 @@ moved by at most 3e-4 relative, losses of short training runs by up to 0.8% (cha
 difference of two such losses by 0.003, top-p token counts by one or two; line plots moved by under 1 px (ink 0)
 with colours within RMS 3.2, a heatmap of a trained model's attention by RMS 9-11. Hence rtol 1% and atol 0.005
 (about 3x the largest non-training move), png_ink 200 px (a short label; a missing curve is more), png_rms 8.
-Chaotic runs (hundreds of steps at a high learning rate; a checkpoint trained anew on each machine) cannot be held to these.
+Chaotic runs (hundreds of steps at a high learning rate; a checkpoint trained anew on each machine) cannot be
+held to these.
 A cell may widen them in its metadata, saying why in a comment in the cell:
 
     ---
