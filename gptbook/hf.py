@@ -62,6 +62,8 @@ def to_hf(model: GPT):
     import transformers
 
     c = model.config
+    if c.pos_emb != "learned":  # GPT-2 has a learned position table, wpe
+        raise ValueError(f"GPT-2 has learned positions; this model has pos_emb={c.pos_emb!r}")
     hf = transformers.GPT2LMHeadModel(
         transformers.GPT2Config(
             vocab_size=c.vocab_size,

@@ -5,7 +5,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 from gptbook.hf import from_hf_state_dict, from_pretrained_dir, to_hf  # noqa: E402
-from gptbook.model import GPTConfig  # noqa: E402
+from gptbook.model import GPT, GPTConfig  # noqa: E402
 from gptbook.sampling import GREEDY, generate  # noqa: E402
 
 V = 1000  # a small vocabulary: nothing here needs GPT-2's
@@ -62,3 +62,9 @@ def test_export_to_hf_is_the_inverse_of_import(hf):
     back = to_hf(ours).state_dict()
     for name, t in hf.state_dict().items():
         assert torch.equal(back[name], t), name
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "none"])
+def test_to_hf_refuses_a_model_without_learned_positions(pos_emb):
+    with pytest.raises(ValueError, match=f"pos_emb='{pos_emb}'"):
+        to_hf(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, pos_emb=pos_emb)))
