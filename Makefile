@@ -9,7 +9,7 @@ NBVAL := PYTHONPATH=tools $(PY) -m pytest -q -p nbval_tolerant --nbval --nbval-c
 # measured to reproduce outputs made on one); elsewhere ATen's portable kernels and MKL's compatible code path.
 PERTURBED := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2" || echo "ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE")
 
-.PHONY: setup data pretrain test lint unit notebooks notebooks-perturbed pairing book book-check lab train clean
+.PHONY: setup data pretrain chat test lint unit notebooks notebooks-perturbed pairing book book-check lab train clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ data: setup
 pretrain: setup data
 	$(PY) -c "from gptbook.pretrain import pretrained; pretrained(); pretrained('shakespeare-char')"
 
+# The chat model of chapter 11 and gptbook-chat (gptbook.instruct.instructed(): LoRA on the Shakespeare model, about a
+# minute), made once like the models above.
+chat: pretrain
+	$(PY) -c "from gptbook.instruct import instructed; instructed()"
+
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check gptbook tests tools
@@ -36,10 +41,10 @@ lint: setup
 unit: setup data
 	$(PY) -m pytest -q tests
 
-notebooks: setup data pretrain
+notebooks: setup data pretrain chat
 	$(NBVAL) notebooks
 
-notebooks-perturbed: setup data pretrain
+notebooks-perturbed: setup data pretrain chat
 	$(PERTURBED) $(NBVAL) notebooks
 
 pairing: setup
