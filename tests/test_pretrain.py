@@ -57,3 +57,21 @@ def test_the_command_prints_samples_of_the_speaker(data_dir, capsys):
     out = capsys.readouterr().out
     assert out.count("--- sample at step") == 3 and f"--- sample at step 2 ---\n{pretrain.PROMPT}" in out
     assert (pretrain.run_dir() / "history.json").is_file()
+
+
+def test_a_checkpoint_older_than_a_new_config_field_is_still_the_recipe(data_dir):
+    """A field added to TrainConfig later (tokenizer) is absent from older checkpoints: its default, not a retrain."""
+    from gptbook.checkpoint import load_checkpoint, save_checkpoint
+
+    lines = []
+    pretrain.pretrained(log=lines.append, **TINY)
+    path = pretrain.run_dir() / "ckpt.pt"
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["tokenizer"]
+    save_checkpoint(path, ckpt)
+    pretrain.pretrained(log=lines.append, **TINY)
+    assert len([x for x in lines if x.startswith("done:")]) == 1  # loaded, not trained again
+    ckpt["config"]["n_embd"] = 64  # a field that is there and differs: trained again
+    save_checkpoint(path, ckpt)
+    pretrain.pretrained(log=lines.append, **TINY)
+    assert len([x for x in lines if x.startswith("done:")]) == 2
