@@ -55,7 +55,7 @@ class TrainConfig(GPTConfig):
     lr_decay_iters: int = arg(2000, "step where the cosine decay reaches min_lr, constant after (~ max_iters)")
     weight_decay: float = arg(0.1, "AdamW weight decay, on weight matrices only")
     beta1: float = arg(0.9, "AdamW beta1")
-    beta2: float = arg(0.99, "AdamW beta2 (0.99, not 0.999: each step sees few tokens, so average over fewer)")
+    beta2: float = arg(0.99, "AdamW beta2 (0.99: v averages ~100 steps, 0.999: ~1000, too slow for short runs)")
     grad_clip: float = arg(1.0, "clip the global gradient norm to this (0: no clipping); the norm is logged")
     # evaluation
     eval_interval: int = arg(100, "every this many steps: mean train/val loss, perplexity, one log line, checkpoint")
