@@ -114,6 +114,14 @@ def test_figure_of_another_size_fails():
     assert "px where" in compare_png(_png(two_curves), _png(two_curves, size=(5, 4)), TOL)
 
 
+def test_a_cell_can_let_the_size_move_a_few_pixels():
+    wider = _png(two_curves, size=(5.05, 3))  # 404 px where 400
+    assert "px where" in compare_png(_png(two_curves), wider, TOL)
+    assert compare_png(_png(two_curves), wider, Tolerance(png_px=4, png_ink=2000, png_rms=60)) is None
+    assert "px where" in compare_png(_png(two_curves), wider, Tolerance(png_px=3, png_ink=2000, png_rms=60))
+    assert "drawn pixels" in compare_png(_png(two_curves), _png(lambda ax: ax.set_ylim(-1.1, 1.1)), Tolerance(png_px=4))
+
+
 # End to end: a real chapter with some committed outputs altered, checked the way `make notebooks` checks.
 CHAPTER = ROOT / "notebooks" / "05_block.ipynb"
 

@@ -8,9 +8,10 @@ nbval's byte-for-byte comparison of a cell's outputs with `compare_outputs` belo
   exponent may differ by `rtol * |x| + atol`, plus one unit in its last printed digit (a value that sits on a
   rounding boundary prints either way);
 - errors (name and value): as text, so the same rules;
-- figures (image/png): decoded and compared pixel by pixel. The images must have the same size, and the
-  root-mean-square difference of their RGB values (0-255) must stay within `png_rms`. A missing or extra
-  figure, another curve, or an empty axes is far beyond that.
+- figures (image/png): decoded and compared pixel by pixel. The images must have the same size (within `png_px`
+  pixels each way; the smaller is then padded with white on the right and bottom), and the root-mean-square
+  difference of their RGB values (0-255) must stay within `png_rms`. A missing or extra figure, another curve, or an
+  empty axes is far beyond that.
 
 The defaults come from measuring how far outputs move between two CPUs (notebooks executed on an AVX2-only machine,
 re-run on an AVX-512 one; `make notebooks-perturbed` reproduces the first here): numbers that no training produced
@@ -26,9 +27,11 @@ A cell may widen them in its metadata, saying why in a comment in the cell:
     tolerance: {rtol: 0.05, ints: true}
     ---
 
-`ints: true` lets integers move by the same tolerance (e.g. a count of tokens kept by top-p); `quoted: true` lets
-quoted strings ('...' or "...") differ: what a trained model picked (a head's favourite token, nearest neighbours),
-which another CPU's training run can pick differently. The cell then asserts what holds on any machine.
+`png_px: 8` lets a figure's size move by 8 px: the inline backend crops each figure to what it draws, so the tick
+labels of an axis whose range another machine sets (seconds of training) make it wider or narrower. `ints: true` lets
+integers move by the same tolerance (e.g. a count of tokens kept by top-p); `quoted: true` lets quoted strings ('...'
+or "...") differ: what a trained model picked (a head's favourite token, nearest neighbours), which another CPU's
+training run can pick differently. The cell then asserts what holds on any machine.
 """
 
 import base64
@@ -54,6 +57,7 @@ class Tolerance:
     png_ink: int = 200
     quoted: bool = False
     png_rms: float = 8.0
+    png_px: int = 0
 
     @classmethod
     def of_cell(cls, metadata) -> "Tolerance":
@@ -139,8 +143,16 @@ def figure_difference(ref: np.ndarray, test: np.ndarray, reach: int = 3) -> tupl
     return int(lost.sum() + new.sum()), float(np.sqrt(np.mean((ref - test) ** 2)))
 
 
+def _pad_white(img: np.ndarray, other: tuple[int, ...]) -> np.ndarray:
+    """img (H, W, 3) padded with white on the right and bottom to at least the height and width of `other`."""
+    dh, dw = max(0, other[0] - img.shape[0]), max(0, other[1] - img.shape[1])
+    return np.pad(img, ((0, dh), (0, dw), (0, 0)), constant_values=255.0)
+
+
 def compare_png(ref_b64: str, test_b64: str, tol: Tolerance) -> str | None:
     ref, test = _decode_png(ref_b64), _decode_png(test_b64)
+    if all(abs(a - b) <= tol.png_px for a, b in zip(ref.shape, test.shape, strict=True)):
+        ref, test = _pad_white(ref, test.shape), _pad_white(test, ref.shape)
     if ref.shape != test.shape:
         return f"figure is {test.shape[1]}x{test.shape[0]} px where {ref.shape[1]}x{ref.shape[0]} was expected"
     ink, rms = figure_difference(ref, test)
