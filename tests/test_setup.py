@@ -172,7 +172,8 @@ def test_twins_keep_cell_tags_and_kernelspecs_agree():
 
 def test_exercise_answers_are_hidden_in_the_book_and_in_jupyter():
     """Below "## 练习": every code cell collapsed, input and output (the output gives the answer away), in Jupyter
-    (jupyter.source_hidden / outputs_hidden) and in the book (tag hide-cell); nbval still runs them."""
+    (jupyter.source_hidden / outputs_hidden) and in the book (tag hide-cell); nbval still runs them. Prose that
+    discusses an answer sits in <details> (closed in both); outside it, only the questions and the link onward."""
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
         heads = [
@@ -187,3 +188,15 @@ def test_exercise_answers_are_hidden_in_the_book_and_in_jupyter():
         for c in answers:
             assert "hide-cell" in c["metadata"].get("tags", []), f"{nb.name}: {''.join(c['source'])[:60]}"
             assert c["metadata"].get("jupyter") == {"source_hidden": True, "outputs_hidden": True}, nb.name
+        prose = ["".join(c["source"]) for c in cells[start + 1 :] if c["cell_type"] == "markdown"]
+        ends = [i for i, text in enumerate(prose) if re.search("^## ", text, re.M)]  # a section after the exercises
+        if ends:
+            prose = prose[: ends[0]] + [re.split("^## ", prose[ends[0]], flags=re.M)[0]]
+        for i, text in enumerate(prose):
+            shown = re.sub(r"<details><summary>[^<]+</summary>\n\n.*?\n\n</details>", "", text, flags=re.S).strip()
+            if not shown:
+                continue
+            if i == len(prose) - 1:  # the way on: a rule, a sentence pointing to the next chapter, its link
+                assert all(p == "---" or "下一" in p for p in shown.split("\n\n")), f"{nb.name}: {shown[:80]}"
+            else:
+                assert shown.startswith("**练习"), f"{nb.name}: answer prose outside <details>: {shown[:80]}"
