@@ -40,12 +40,14 @@ def top_k_filter(logits, k: int):
 
 def top_p_filter(logits, p: float):
     """Nucleus: keep the smallest set of most likely tokens whose probability reaches p (at least one)."""
-    if p >= 1.0:  # everything; a float32 cumsum can reach 1.0 before the last token and would drop some
+    if p >= 1.0:  # everything, also tokens whose probability underflows to 0
         return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
     probs = F.softmax(sorted_logits, dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
-    drop_sorted = mass_before >= p  # the set already reached p without this token
+    # each token's probability plus that of all less likely ones, summed from the small end: a float32 sum from the
+    # large end drifts by more than a tail token's probability (at p = 0.99 it dropped tokens the nucleus needs)
+    tail = probs.flip(-1).cumsum(dim=-1).flip(-1)
+    drop_sorted = tail <= (1 - p) * tail[..., :1]  # the tokens ranked above it already reach p of the total
     drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
